@@ -1,0 +1,255 @@
+//! The subcommands.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use pktvault_engine::capture::{capture, CaptureConfig};
+use pktvault_engine::extract::{extract as run_extract, recorded_range, ExtractOutcomeError, ExtractRequest, Selection};
+use pktvault_engine::filter::bpf::BpfFilter;
+use pktvault_engine::filter::parse;
+use pktvault_engine::ingest::{Ingester, SegmentLimits};
+use pktvault_engine::input::import_file;
+use pktvault_engine::store::InterfaceStore;
+use pktvault_schema::time::{format_epoch_ns, TimeWindow};
+use serde::Serialize;
+
+use crate::args::{parse_size, parse_time};
+use crate::{ExtractArgs, ImportArgs, RecordArgs, SegmentArgs, StatusArgs};
+
+fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits> {
+    let bytes = parse_size(&args.segment_bytes).map_err(|err| anyhow::anyhow!("--segment-bytes: {err}"))?;
+    if args.segment_seconds == 0 {
+        bail!("--segment-seconds 0 is invalid; give at least 1 second");
+    }
+    if bytes < 64 << 10 {
+        bail!("--segment-bytes {} is too small; give at least 64K", args.segment_bytes);
+    }
+    Ok(SegmentLimits { seconds: args.segment_seconds, bytes })
+}
+
+pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let limits = segment_limits(&args.segments)?;
+    let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
+    let mut ingester = Ingester::new(store, limits)?;
+    let mut failed = 0usize;
+    let mut total_packets = 0u64;
+    for path in &args.files {
+        match import_file(path, &mut ingester) {
+            Ok(report) => {
+                for warning in &report.warnings {
+                    eprintln!("pktvault: warning: {warning}");
+                }
+                total_packets += report.packets;
+                eprintln!("{}: {} packets imported{}", path.display(), report.packets, skipped_note(report.skipped));
+            }
+            Err(err) => {
+                failed += 1;
+                eprintln!("pktvault: {err}");
+            }
+        }
+    }
+    // Sealing commits what was read, even when a later file failed.
+    let (_, stats) = ingester.finish().context("cannot seal the open segments")?;
+    eprintln!(
+        "imported {total_packets} packets from {} of {} files into {} segments",
+        args.files.len() - failed,
+        args.files.len(),
+        stats.segments_sealed
+    );
+    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+fn skipped_note(skipped: u64) -> String {
+    if skipped == 0 {
+        String::new()
+    } else {
+        format!(", {skipped} skipped")
+    }
+}
+
+pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let limits = segment_limits(&args.segments)?;
+    let buffer_bytes = parse_size(&args.buffer_size).map_err(|err| anyhow::anyhow!("--buffer-size: {err}"))?;
+    let buffer_bytes = u32::try_from(buffer_bytes).map_err(|_| anyhow::anyhow!("--buffer-size {} is too large; at most 4G-1 is accepted", args.buffer_size))?;
+    if args.snaplen == 0 || args.snaplen > 262_144 {
+        bail!("--snaplen {} is out of range; accepted are 1 to 262144 bytes", args.snaplen);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install the signal handler")?;
+    }
+    let config = CaptureConfig {
+        interface: args.interface.clone(),
+        snaplen: args.snaplen,
+        promiscuous: !args.no_promisc,
+        buffer_bytes,
+        capture_filter: args.capture_filter.clone(),
+    };
+    let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
+    let mut ingester = Ingester::new(store, limits)?;
+    let result = capture(&config, &mut ingester, &stop);
+    let sealed = ingester.finish().context("cannot seal the open segments");
+    let stats = result?;
+    sealed?;
+    eprintln!(
+        "recorded {} packets ({} bytes) on {}; {} dropped by libpcap, {} by the interface",
+        stats.ingest.packets, stats.ingest.bytes, args.interface, stats.dropped, stats.interface_dropped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the pcap goes: standard output, or a file written under a temporary
+/// name and renamed when complete, so a failed extraction leaves no partial file.
+enum Destination {
+    Stdout,
+    File { path: PathBuf, partial: PathBuf },
+}
+
+impl Destination {
+    fn open(target: &str) -> anyhow::Result<(Destination, Box<dyn Write>)> {
+        if target == "-" {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write a binary pcap to a terminal; use -w FILE, or pipe the output (for example into 'tcpdump -r -')");
+            }
+            return Ok((Destination::Stdout, Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))));
+        }
+        let path = PathBuf::from(target);
+        let mut partial_name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+        partial_name.push(".partial");
+        let partial = path.with_file_name(partial_name);
+        let file = File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+        Ok((Destination::File { path, partial }, Box::new(BufWriter::with_capacity(1 << 20, file))))
+    }
+
+    fn commit(&self) -> anyhow::Result<()> {
+        if let Destination::File { path, partial } = self {
+            std::fs::rename(partial, path).with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn discard(&self) {
+        if let Destination::File { partial, .. } = self {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
+    let begin_ns = parse_time(&args.begin).map_err(|err| anyhow::anyhow!("--begin: {err}"))?;
+    let end_ns = parse_time(&args.end).map_err(|err| anyhow::anyhow!("--end: {err}"))?;
+    if begin_ns >= end_ns {
+        bail!(
+            "the window is empty: --begin {} is not before --end {}; the window is half-open, begin <= ts < end",
+            args.begin,
+            args.end
+        );
+    }
+    let filter_text = args.filter.join(" ");
+    let selection = if filter_text.trim().is_empty() {
+        Selection::All
+    } else if args.bpf {
+        Selection::Bpf(BpfFilter::new(&filter_text)?)
+    } else {
+        match parse(&filter_text) {
+            Ok(expr) => Selection::Native(expr),
+            Err(err) => {
+                bail!("{err}\n{}", err.pointer());
+            }
+        }
+    };
+    let store = InterfaceStore::open_read_only(&args.location.data_dir, args.location.ifid)?;
+    let mut request = ExtractRequest { window: TimeWindow { begin_ns, end_ns }, selection, linktype: args.linktype };
+    let (destination, output) = Destination::open(&args.write)?;
+    match run_extract(&store, &mut request, output) {
+        Ok(stats) => {
+            destination.commit()?;
+            for linktype in &stats.undecoded_linktypes {
+                eprintln!(
+                    "pktvault: warning: linktype {linktype} is not decoded by the default filter language, so only protocol-independent primitives match it; use --bpf"
+                );
+            }
+            eprintln!("{} packets extracted ({} candidates read from {} segments)", stats.packets, stats.candidates, stats.segments_read);
+            Ok(if stats.packets == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Err(ExtractOutcomeError::Empty(err)) => {
+            destination.discard();
+            eprintln!("pktvault: {err}");
+            Ok(ExitCode::from(1))
+        }
+        Err(ExtractOutcomeError::Engine(pktvault_engine::Error::Output(err))) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ExtractOutcomeError::Engine(err)) => {
+            destination.discard();
+            Err(err.into())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct InterfaceStatus {
+    ifid: u32,
+    segments: usize,
+    packets: u64,
+    wire_bytes: u64,
+    segment_bytes: u64,
+    index_bytes: u64,
+    dropped: u64,
+    first_packet: Option<String>,
+    last_packet: Option<String>,
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| entries.filter_map(|entry| entry.ok()?.metadata().ok()).filter(|meta| meta.is_file()).map(|meta| meta.len()).sum())
+        .unwrap_or(0)
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let entries = std::fs::read_dir(&args.data_dir).with_context(|| format!("cannot read data directory {}", args.data_dir.display()))?;
+    let mut ifids: Vec<u32> = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect();
+    ifids.sort_unstable();
+    let mut report = Vec::new();
+    for ifid in ifids {
+        let store = InterfaceStore::open_read_only(&args.data_dir, ifid)?;
+        let segments = store.segments()?;
+        let range = recorded_range(&segments);
+        report.push(InterfaceStatus {
+            ifid,
+            segments: segments.len(),
+            packets: segments.iter().map(|meta| meta.packets).sum(),
+            wire_bytes: segments.iter().map(|meta| meta.wire_bytes).sum(),
+            segment_bytes: segments.iter().map(|meta| meta.file_bytes).sum(),
+            index_bytes: dir_bytes(store.index_dir()),
+            dropped: segments.iter().map(|meta| meta.dropped).sum(),
+            first_packet: range.map(|(first, _)| format_epoch_ns(first)),
+            last_packet: range.map(|(_, last)| format_epoch_ns(last)),
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.is_empty() {
+        println!("no interfaces recorded in {}", args.data_dir.display());
+    } else {
+        for status in &report {
+            println!(
+                "interface {}: {} packets in {} segments, {} segment bytes, {} index bytes, {} dropped, packets from {} to {}",
+                status.ifid,
+                status.packets,
+                status.segments,
+                status.segment_bytes,
+                status.index_bytes,
+                status.dropped,
+                status.first_packet.as_deref().unwrap_or("-"),
+                status.last_packet.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

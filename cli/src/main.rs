@@ -1,0 +1,141 @@
+//! The `pktvault` command.
+//!
+//! Exit status: 0 on success, 1 when an extraction selected no packet, 2 on
+//! any error.
+
+mod args;
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pktvault", version, about = "Continuous packet recorder with indexed extraction")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import pcap or pcapng files into the data directory.
+    Import(ImportArgs),
+    /// Record a live interface with libpcap until SIGINT or SIGTERM.
+    Record(RecordArgs),
+    /// Extract the packets of a time window that match a filter, as pcap.
+    Extract(ExtractArgs),
+    /// Show what is recorded for each interface.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Clone)]
+struct Location {
+    /// Data directory: segments go to DIR/<ifid>/pcap/, the index to DIR/<ifid>/index/.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Interface id the packets are stored under.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    ifid: u32,
+}
+
+#[derive(Args, Clone)]
+struct SegmentArgs {
+    /// Start a new segment after this many seconds of packet time.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    segment_seconds: u64,
+    /// Start a new segment before a file would exceed this size (K, M, G suffixes; powers of 1024).
+    #[arg(long, default_value = "256M", value_name = "SIZE")]
+    segment_bytes: String,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    location: Location,
+    #[command(flatten)]
+    segments: SegmentArgs,
+    /// Capture files to import, pcap or pcapng.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    location: Location,
+    #[command(flatten)]
+    segments: SegmentArgs,
+    /// Interface to capture on, as tcpdump -i takes it.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interface: String,
+    /// Bytes kept of each packet.
+    #[arg(long, default_value_t = 262_144, value_name = "BYTES")]
+    snaplen: u32,
+    /// Do not put the interface into promiscuous mode.
+    #[arg(long)]
+    no_promisc: bool,
+    /// Kernel capture buffer size (K, M, G suffixes).
+    #[arg(long, default_value = "32M", value_name = "SIZE")]
+    buffer_size: String,
+    /// libpcap filter applied in the kernel; packets it rejects are not recorded.
+    #[arg(long, value_name = "BPF")]
+    capture_filter: Option<String>,
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    #[command(flatten)]
+    location: Location,
+    /// Start of the window, inclusive: epoch seconds with an optional fraction
+    /// (1700000000.25) or RFC 3339 (2023-11-14T22:13:20Z).
+    #[arg(long, value_name = "TIME")]
+    begin: String,
+    /// End of the window, exclusive: a packet is extracted when begin <= ts < end,
+    /// to the nanosecond. Same formats as --begin.
+    #[arg(long, value_name = "TIME")]
+    end: String,
+    /// Output pcap file; '-' writes to standard output (refused when it is a terminal).
+    #[arg(short = 'w', long = "write", default_value = "-", value_name = "FILE")]
+    write: String,
+    /// Compile the filter with libpcap and match packets with libpcap, exactly as tcpdump does.
+    #[arg(long)]
+    bpf: bool,
+    /// Extract only segments of this LINKTYPE value when the window holds several.
+    #[arg(long, value_name = "N")]
+    linktype: Option<u32>,
+    /// Filter; the words are joined with spaces, as tcpdump does. No filter selects every packet.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Data directory to report on.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Record(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Import(args) => commands::import(args),
+        Command::Record(args) => commands::record(args),
+        Command::Extract(args) => commands::extract(args),
+        Command::Status(args) => commands::status(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("pktvault: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Errors of the engine.
+
+use std::path::PathBuf;
+
+/// Errors raised by the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// RocksDB returned an error.
+    #[error("index at {path}: {source}")]
+    Index {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A stored value has an unknown format or is damaged.
+    #[error("index at {path}: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: pktvault_schema::FormatError,
+    },
+    /// No index exists for the interface.
+    #[error("no recorded data for interface {ifid} in {data_dir}: run 'pktvault import' or 'pktvault record' first")]
+    NoInterface { ifid: u32, data_dir: PathBuf },
+    /// A segment file does not match its index entry.
+    #[error("segment {path} is damaged: {reason}")]
+    DamagedSegment { path: PathBuf, reason: String },
+    /// The filter could not be parsed.
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
+    /// libpcap could not compile the filter.
+    #[error("libpcap rejected the filter {filter:?} for linktype {linktype}: {message}")]
+    BpfCompile { filter: String, linktype: u32, message: String },
+    /// The request is not valid.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Writing the extraction output failed.
+    #[error("writing the output failed: {0}")]
+    Output(#[source] std::io::Error),
+    /// The input file is not a capture this build reads.
+    #[error("{path}: {reason}")]
+    BadInput { path: PathBuf, reason: String },
+    /// libpcap failed during live capture.
+    #[error("capture on {interface}: {message}")]
+    Capture { interface: String, message: String },
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+}
+
+/// Result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

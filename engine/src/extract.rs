@@ -1,0 +1,330 @@
+//! Extraction: the packets of a time window that match a filter, as one pcap.
+//!
+//! For each segment overlapping the window the planner turns the filter into
+//! a candidate bitmap, the chunk table drops chunks outside the window, and
+//! only the candidates are read and checked exactly. Segments are merged by
+//! timestamp; ties keep ingest order (segment id, then position).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io::Write;
+
+use pktvault_schema::time::{format_epoch_ns, TimeWindow, NANOS_PER_SEC};
+use pktvault_schema::{SegmentMeta, TsResolution, PACKETS_PER_CHUNK};
+use roaring::RoaringBitmap;
+
+use crate::decode::{decode, is_decoded_linktype};
+use crate::filter::bpf::BpfFilter;
+use crate::filter::plan::{candidates, monotone_candidates};
+use crate::filter::{matches, Expr};
+use crate::segment::{pcap_file_header, RecordHeader, SegmentReader};
+use crate::store::InterfaceStore;
+use crate::{Error, Result};
+
+/// How packets are selected.
+pub enum Selection {
+    /// Every packet of the window.
+    All,
+    /// A filter in the default language.
+    Native(Expr),
+    /// A filter in libpcap syntax, matched by libpcap.
+    Bpf(BpfFilter),
+}
+
+/// What to extract.
+pub struct ExtractRequest {
+    pub window: TimeWindow,
+    pub selection: Selection,
+    /// Keep only segments of this link type.
+    pub linktype: Option<u32>,
+}
+
+/// Counters of one extraction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub packets: u64,
+    /// Bytes written, pcap header included.
+    pub bytes: u64,
+    pub segments_read: u64,
+    /// Packets read from segment files and checked exactly.
+    pub candidates: u64,
+    pub linktype: u32,
+    /// Link types in the window whose packets the default filter language does not decode.
+    pub undecoded_linktypes: Vec<u32>,
+}
+
+/// Why an extraction produced nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// Nothing was recorded in the window.
+    #[error("no packets were recorded in the window [{}, {}); {}", format_epoch_ns(*.begin_ns), format_epoch_ns(*.end_ns), describe_range(.available))]
+    NoDataInWindow { begin_ns: u64, end_ns: u64, available: Option<(u64, u64)> },
+    /// The matching packets have different link types, which one pcap cannot hold.
+    #[error("the window holds packets of several link types ({}), and a pcap file has one; choose one with --linktype", describe_linktypes(.linktypes))]
+    MixedLinktypes { linktypes: Vec<(u32, u64)> },
+}
+
+fn describe_range(available: &Option<(u64, u64)>) -> String {
+    match available {
+        Some((first, last)) => format!("the recorded data covers {} to {}", format_epoch_ns(*first), format_epoch_ns(*last)),
+        None => "nothing has been recorded for this interface yet".to_string(),
+    }
+}
+
+fn describe_linktypes(linktypes: &[(u32, u64)]) -> String {
+    linktypes
+        .iter()
+        .map(|(linktype, segments)| format!("linktype {linktype} in {segments} segment(s)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Returns the first and last packet time recorded, over all segments.
+pub fn recorded_range(segments: &[SegmentMeta]) -> Option<(u64, u64)> {
+    let first = segments.iter().map(|meta| meta.min_ts_ns).min()?;
+    let last = segments.iter().map(|meta| meta.max_ts_ns).max()?;
+    Some((first, last))
+}
+
+/// A planned segment: its reader and the packets to check.
+struct PlannedSegment {
+    reader: SegmentReader,
+    candidates: RoaringBitmap,
+}
+
+fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractRequest) -> Result<PlannedSegment> {
+    let chunks = store.chunks(meta.segment_id)?;
+    let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), chunks)?;
+    let window = request.window;
+    let mut in_window = RoaringBitmap::new();
+    for (number, chunk) in reader.chunks().iter().enumerate() {
+        if window.overlaps(chunk.min_ts_ns, chunk.max_ts_ns) {
+            let first = number as u32 * PACKETS_PER_CHUNK;
+            let end = (first as u64 + u64::from(PACKETS_PER_CHUNK)).min(meta.packets) as u32;
+            in_window.insert_range(first..end);
+        }
+    }
+    let bitmaps = store.bitmaps(meta);
+    let candidates = match &request.selection {
+        Selection::All => in_window,
+        Selection::Native(expr) => candidates(expr, &bitmaps)? & in_window,
+        Selection::Bpf(filter) => match filter.pruning_expr(meta.linktype) {
+            Some(expr) => monotone_candidates(&expr, &bitmaps)? & in_window,
+            None => in_window,
+        },
+    };
+    Ok(PlannedSegment { reader, candidates })
+}
+
+/// An extracted packet waiting in the merge.
+struct Pending {
+    header: RecordHeader,
+    resolution: TsResolution,
+    data: Vec<u8>,
+}
+
+/// Yields one segment's matching packets in timestamp order.
+struct SegmentStream {
+    planned: PlannedSegment,
+    /// Candidates still to read, in file order.
+    next: roaring::bitmap::IntoIter,
+    /// For segments whose timestamps go backwards: matches sorted by time.
+    sorted: Option<std::vec::IntoIter<(u64, u32)>>,
+}
+
+impl SegmentStream {
+    fn new(planned: PlannedSegment, request: &ExtractRequest, stats: &mut ExtractStats) -> Result<SegmentStream> {
+        let next = planned.candidates.clone().into_iter();
+        let mut stream = SegmentStream { planned, next, sorted: None };
+        if !stream.planned.reader.meta().monotonic {
+            let mut matches = Vec::new();
+            while let Some((ts_ns, packet)) = stream.next_in_file_order(request, stats)? {
+                matches.push((ts_ns, packet));
+            }
+            matches.sort_unstable();
+            stream.sorted = Some(matches.into_iter());
+        }
+        Ok(stream)
+    }
+
+    fn accepts(request: &ExtractRequest, linktype: u32, data: &[u8], wire_len: u32) -> bool {
+        match &request.selection {
+            Selection::All => true,
+            Selection::Native(expr) => matches(expr, &decode(linktype, data, wire_len)),
+            Selection::Bpf(filter) => filter.matches(linktype, data, wire_len),
+        }
+    }
+
+    /// Returns the next matching packet number in file order, with its timestamp.
+    fn next_in_file_order(&mut self, request: &ExtractRequest, stats: &mut ExtractStats) -> Result<Option<(u64, u32)>> {
+        let monotonic = self.planned.reader.meta().monotonic;
+        let resolution = self.planned.reader.meta().resolution;
+        let linktype = self.planned.reader.meta().linktype;
+        for packet in self.next.by_ref() {
+            stats.candidates += 1;
+            let (header, data) = self.planned.reader.packet(packet)?;
+            let ts_ns = header.ts_ns(resolution);
+            if ts_ns >= request.window.end_ns && monotonic {
+                break;
+            }
+            if request.window.contains(ts_ns) && Self::accepts(request, linktype, data, header.wire_len) {
+                return Ok(Some((ts_ns, packet)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_packet(&mut self, request: &ExtractRequest, stats: &mut ExtractStats) -> Result<Option<(u64, u32, Pending)>> {
+        let found = match &mut self.sorted {
+            Some(sorted) => sorted.next(),
+            None => self.next_in_file_order(request, stats)?,
+        };
+        let Some((ts_ns, packet)) = found else { return Ok(None) };
+        let resolution = self.planned.reader.meta().resolution;
+        let (header, data) = self.planned.reader.packet(packet)?;
+        Ok(Some((ts_ns, packet, Pending { header, resolution, data: data.to_vec() })))
+    }
+}
+
+/// Writes a classic pcap file.
+struct PcapOutput<W: Write> {
+    out: W,
+    resolution: TsResolution,
+    bytes: u64,
+}
+
+impl<W: Write> PcapOutput<W> {
+    fn new(mut out: W, resolution: TsResolution, snaplen: u32, linktype: u32) -> Result<PcapOutput<W>> {
+        out.write_all(&pcap_file_header(resolution, snaplen, linktype)).map_err(Error::Output)?;
+        Ok(PcapOutput { out, resolution, bytes: 24 })
+    }
+
+    fn write(&mut self, packet: &Pending) -> Result<()> {
+        let mut header = packet.header;
+        if packet.resolution != self.resolution {
+            // Only microsecond records go into a nanosecond file.
+            let ts_ns = header.ts_ns(packet.resolution);
+            header.ts_sec = (ts_ns / NANOS_PER_SEC) as u32;
+            header.ts_frac = (ts_ns % NANOS_PER_SEC) as u32;
+        }
+        let mut record = [0u8; 16];
+        record[0..4].copy_from_slice(&header.ts_sec.to_le_bytes());
+        record[4..8].copy_from_slice(&header.ts_frac.to_le_bytes());
+        record[8..12].copy_from_slice(&header.caplen.to_le_bytes());
+        record[12..16].copy_from_slice(&header.wire_len.to_le_bytes());
+        self.out.write_all(&record).map_err(Error::Output)?;
+        self.out.write_all(&packet.data).map_err(Error::Output)?;
+        self.bytes += 16 + packet.data.len() as u64;
+        Ok(())
+    }
+}
+
+/// Chooses the segments to read, or explains why there are none.
+fn select_segments(store: &InterfaceStore, request: &mut ExtractRequest) -> Result<Vec<SegmentMeta>, ExtractOutcomeError> {
+    let window = request.window;
+    let all = store.segments()?;
+    let mut overlapping: Vec<SegmentMeta> = all
+        .iter()
+        .filter(|meta| meta.packets > 0 && window.overlaps(meta.min_ts_ns, meta.max_ts_ns))
+        .filter(|meta| request.linktype.is_none_or(|linktype| linktype == meta.linktype))
+        .cloned()
+        .collect();
+    if overlapping.is_empty() {
+        let available = recorded_range(&all);
+        return Err(ExtractError::NoDataInWindow { begin_ns: window.begin_ns, end_ns: window.end_ns, available }.into());
+    }
+    let mut linktypes: BTreeMap<u32, u64> = BTreeMap::new();
+    for meta in &overlapping {
+        *linktypes.entry(meta.linktype).or_default() += 1;
+    }
+    if linktypes.len() > 1 {
+        // Only link types with candidate packets count; computing the
+        // candidates once here costs index reads but no segment reads.
+        if let Selection::Bpf(filter) = &mut request.selection {
+            for linktype in linktypes.keys() {
+                filter.prepare(*linktype)?;
+            }
+        }
+        let mut with_candidates: BTreeMap<u32, u64> = BTreeMap::new();
+        for meta in &overlapping {
+            if !plan_segment(store, meta, request)?.candidates.is_empty() {
+                *with_candidates.entry(meta.linktype).or_default() += 1;
+            }
+        }
+        if with_candidates.len() > 1 {
+            return Err(ExtractError::MixedLinktypes { linktypes: with_candidates.into_iter().collect() }.into());
+        }
+        let chosen = with_candidates.keys().next().copied().unwrap_or(overlapping[0].linktype);
+        overlapping.retain(|meta| meta.linktype == chosen);
+    }
+    overlapping.sort_by_key(|meta| (meta.min_ts_ns, meta.segment_id));
+    Ok(overlapping)
+}
+
+/// Error of [`extract`]: either an engine failure or an [`ExtractError`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractOutcomeError {
+    #[error(transparent)]
+    Engine(#[from] Error),
+    #[error(transparent)]
+    Empty(#[from] ExtractError),
+}
+
+/// Writes the packets selected by `request` to `out` as one pcap file.
+///
+/// Nothing is written when the result is an error, so a caller can still
+/// answer with an error instead of a pcap.
+pub fn extract<W: Write>(store: &InterfaceStore, request: &mut ExtractRequest, out: W) -> Result<ExtractStats, ExtractOutcomeError> {
+    let segments = select_segments(store, request)?;
+    let linktype = segments[0].linktype;
+    if let Selection::Bpf(filter) = &mut request.selection {
+        filter.prepare(linktype)?;
+    }
+    let resolution = if segments.iter().any(|meta| meta.resolution == TsResolution::Nano) { TsResolution::Nano } else { TsResolution::Micro };
+    let snaplen = segments.iter().map(|meta| meta.snaplen).max().unwrap_or(262_144);
+    let mut stats = ExtractStats { linktype, ..ExtractStats::default() };
+    if matches!(request.selection, Selection::Native(_)) && !is_decoded_linktype(linktype) {
+        stats.undecoded_linktypes.push(linktype);
+    }
+    let mut output = PcapOutput::new(out, resolution, snaplen, linktype)?;
+
+    // Finished streams are dropped at once, which closes their files.
+    let mut streams: Vec<Option<SegmentStream>> = Vec::new();
+    let mut heap: BinaryHeap<Reverse<(u64, u64, u32, usize)>> = BinaryHeap::new();
+    let mut heads: Vec<Option<Pending>> = Vec::new();
+    let mut unopened = segments.into_iter().peekable();
+    loop {
+        // Open every segment that may hold a packet as early as the earliest pending one.
+        while let Some(meta) = unopened.peek() {
+            let earliest = heap.peek().map(|Reverse((ts_ns, ..))| *ts_ns);
+            if earliest.is_some_and(|ts_ns| meta.min_ts_ns > ts_ns) {
+                break;
+            }
+            let meta = unopened.next().expect("peeked");
+            let planned = plan_segment(store, &meta, request)?;
+            stats.segments_read += 1;
+            let mut stream = SegmentStream::new(planned, request, &mut stats)?;
+            if let Some((ts_ns, packet, pending)) = stream.next_packet(request, &mut stats)? {
+                heap.push(Reverse((ts_ns, meta.segment_id, packet, streams.len())));
+                heads.push(Some(pending));
+                streams.push(Some(stream));
+            }
+        }
+        let Some(Reverse((_, segment_id, _, index))) = heap.pop() else { break };
+        let pending = heads[index].take().expect("a queued stream has a head");
+        output.write(&pending)?;
+        stats.packets += 1;
+        let stream = streams[index].as_mut().expect("a queued stream is open");
+        match stream.next_packet(request, &mut stats)? {
+            Some((ts_ns, packet, pending)) => {
+                heap.push(Reverse((ts_ns, segment_id, packet, index)));
+                heads[index] = Some(pending);
+            }
+            None => streams[index] = None,
+        }
+    }
+    output.out.flush().map_err(Error::Output)?;
+    stats.bytes = output.bytes;
+    Ok(stats)
+}

@@ -1,0 +1,203 @@
+//! libpcap mode: filters compiled and matched by libpcap itself.
+//!
+//! Each segment's link type gets its own program, compiled on a dead handle as
+//! tcpdump compiles it for a file of that link type. Matching calls libpcap's
+//! `bpf_filter` with the record's real original length, so `len`, `greater`
+//! and `less` see what they see in tcpdump.
+
+use std::collections::HashMap;
+
+use super::ast::Expr;
+use super::parse::{parse, MAX_FILTER_BYTES};
+use crate::decode::is_decoded_linktype;
+use crate::{Error, Result};
+
+/// Most `and`/`or` operators accepted in a libpcap-mode filter. libpcap's
+/// optimizer takes time that grows faster than linearly with the number of
+/// terms, so longer filters are rejected before reaching it.
+pub const MAX_BPF_OPERATORS: usize = 128;
+
+/// Words that make libpcap read every later primitive at a shifted offset.
+const OFFSET_SHIFTING_WORDS: [&str; 6] = ["vlan", "mpls", "pppoes", "pppoed", "geneve", "vxlan"];
+
+#[repr(C)]
+struct BpfInsn {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+#[link(name = "pcap")]
+extern "C" {
+    /// libpcap's BPF interpreter (`pcap/bpf.h`); returns 0 when the packet is rejected.
+    fn bpf_filter(program: *const BpfInsn, packet: *const u8, wire_len: libc::c_uint, captured_len: libc::c_uint) -> libc::c_uint;
+}
+
+/// Maps a LINKTYPE value from a file header to the DLT value libpcap compiles for.
+fn linktype_to_dlt(linktype: u32) -> i32 {
+    let linktype = linktype & 0x03ff_ffff;
+    let dlt = match linktype {
+        101 => 12,  // LINKTYPE_RAW -> DLT_RAW
+        100 => 11,  // LINKTYPE_ATM_RFC1483
+        102 => 15,  // LINKTYPE_SLIP_BSDOS
+        103 => 16,  // LINKTYPE_PPP_BSDOS
+        106 => 19,  // LINKTYPE_ATM_CLIP
+        other => other,
+    };
+    dlt as i32
+}
+
+/// A filter in libpcap syntax, with one compiled program per link type.
+pub struct BpfFilter {
+    text: String,
+    programs: HashMap<u32, pcap::BpfProgram>,
+}
+
+impl BpfFilter {
+    /// Checks the limits of `text`; programs are compiled by [`BpfFilter::prepare`].
+    pub fn new(text: &str) -> Result<BpfFilter> {
+        if text.len() > MAX_FILTER_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the filter is {} bytes long; at most {MAX_FILTER_BYTES} bytes are accepted",
+                text.len()
+            )));
+        }
+        let operators = text
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .filter(|word| matches!(*word, "and" | "or" | "&&" | "||"))
+            .count();
+        if operators > MAX_BPF_OPERATORS {
+            return Err(Error::InvalidRequest(format!(
+                "the filter has {operators} 'and'/'or' operators; libpcap mode accepts at most {MAX_BPF_OPERATORS}"
+            )));
+        }
+        Ok(BpfFilter { text: text.to_string(), programs: HashMap::new() })
+    }
+
+    /// The filter text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Compiles the filter for `linktype` unless already compiled.
+    pub fn prepare(&mut self, linktype: u32) -> Result<()> {
+        if self.programs.contains_key(&linktype) {
+            return Ok(());
+        }
+        let compile_error = |message: String| Error::BpfCompile { filter: self.text.clone(), linktype, message };
+        let handle = pcap::Capture::dead(pcap::Linktype(linktype_to_dlt(linktype))).map_err(|err| compile_error(err.to_string()))?;
+        let program = handle.compile(&self.text, true).map_err(|err| compile_error(err.to_string()))?;
+        self.programs.insert(linktype, program);
+        Ok(())
+    }
+
+    /// Returns whether libpcap accepts the packet; `prepare` must have been called for `linktype`.
+    pub fn matches(&self, linktype: u32, data: &[u8], wire_len: u32) -> bool {
+        let Some(program) = self.programs.get(&linktype) else {
+            debug_assert!(false, "filter not prepared for linktype {linktype}");
+            return false;
+        };
+        let instructions = program.get_instructions();
+        // SAFETY: `BpfInstruction` is a transparent wrapper of libpcap's
+        // `struct bpf_insn`, laid out as `BpfInsn`; the program was validated
+        // by libpcap's compiler and `bpf_filter` reads at most `data.len()` bytes.
+        let result = unsafe {
+            bpf_filter(instructions.as_ptr() as *const BpfInsn, data.as_ptr(), wire_len, data.len() as libc::c_uint)
+        };
+        result != 0
+    }
+
+    /// Returns an expression in the default language whose candidates contain
+    /// every packet libpcap accepts on `linktype`, or `None` when the index
+    /// cannot prune this filter soundly.
+    ///
+    /// The rule: the link type must be one the decoder reads at libpcap's
+    /// offsets; the filter must not contain a word that shifts libpcap's
+    /// offsets (`vlan`, `mpls`, ...); then either the whole filter parses in
+    /// the default language, or its top-level conjuncts that parse alone are
+    /// used. Negations never prune (see `plan::monotone_candidates`).
+    pub fn pruning_expr(&self, linktype: u32) -> Option<Expr> {
+        if !is_decoded_linktype(linktype) {
+            return None;
+        }
+        let words: Vec<&str> = self.text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '!').collect();
+        if words.iter().any(|word| OFFSET_SHIFTING_WORDS.contains(word)) {
+            return None;
+        }
+        if let Ok(expr) = parse(&self.text) {
+            return Some(expr);
+        }
+        top_level_conjuncts(&self.text).iter().filter_map(|conjunct| parse(conjunct).ok()).reduce(Expr::and)
+    }
+}
+
+/// Splits a filter into the terms that libpcap joins with a top-level `and`.
+///
+/// libpcap gives `and` and `or` equal precedence and groups from the left, so
+/// only the terms after the last top-level `or` are conjuncts of the whole filter.
+fn top_level_conjuncts(text: &str) -> Vec<String> {
+    let mut conjuncts = vec![String::new()];
+    let mut depth = 0usize;
+    let mut saw_top_level_or = false;
+    let spaced = text.replace('(', " ( ").replace(')', " ) ").replace("&&", " && ").replace("||", " || ");
+    for word in spaced.split_whitespace() {
+        match word {
+            "(" => depth += 1,
+            ")" => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth == 0 && matches!(word, "or" | "||") {
+            saw_top_level_or = true;
+            conjuncts = vec![String::new()];
+            continue;
+        }
+        if depth == 0 && matches!(word, "and" | "&&") {
+            conjuncts.push(String::new());
+            continue;
+        }
+        let current = conjuncts.last_mut().expect("never empty");
+        current.push_str(word);
+        current.push(' ');
+    }
+    // The first term after the last `or` is the right operand of that `or`,
+    // which the earlier terms also reach, so it is not a conjunct on its own.
+    if saw_top_level_or {
+        conjuncts.remove(0);
+    }
+    conjuncts.into_iter().filter(|conjunct| !conjunct.trim().is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conjuncts_after_last_or() {
+        assert_eq!(top_level_conjuncts("a or b and c and d"), vec!["c ", "d "]);
+        assert_eq!(top_level_conjuncts("(a or b) and c"), vec!["( a or b ) ", "c "]);
+        assert_eq!(top_level_conjuncts("tcp[13] & 2 != 0 and host 192.0.2.1"), vec!["tcp[13] & 2 != 0 ", "host 192.0.2.1 "]);
+    }
+
+    #[test]
+    fn vlan_disables_pruning() {
+        let filter = BpfFilter::new("vlan and host 192.0.2.1").unwrap();
+        assert!(filter.pruning_expr(1).is_none());
+    }
+
+    #[test]
+    fn libpcap_length_uses_wire_length() {
+        let mut filter = BpfFilter::new("greater 100").unwrap();
+        filter.prepare(1).unwrap();
+        let frame = [0u8; 60];
+        assert!(filter.matches(1, &frame, 1500));
+        assert!(!filter.matches(1, &frame, 60));
+    }
+
+    #[test]
+    fn libpcap_syntax_error_is_reported() {
+        let mut filter = BpfFilter::new("host and and").unwrap();
+        let err = filter.prepare(1).unwrap_err();
+        assert!(err.to_string().contains("libpcap rejected"), "{err}");
+    }
+}

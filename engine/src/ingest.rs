@@ -1,0 +1,158 @@
+//! Packets into segments: time bucketing, rotation and commit to the index.
+
+use std::collections::HashMap;
+
+use pktvault_schema::time::NANOS_PER_SEC;
+use pktvault_schema::TsResolution;
+
+use crate::decode::decode;
+use crate::segment::{RecordHeader, SegmentWriter, RECORD_HEADER_BYTES};
+use crate::store::InterfaceStore;
+use crate::{Error, Result};
+
+/// When a segment is closed and the next one started.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentLimits {
+    /// Packet-time span of one segment, in seconds.
+    pub seconds: u64,
+    /// Size of one segment file, in bytes.
+    pub bytes: u64,
+}
+
+impl Default for SegmentLimits {
+    fn default() -> Self {
+        SegmentLimits { seconds: 60, bytes: 256 << 20 }
+    }
+}
+
+/// One packet from a capture source.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcePacket<'a> {
+    pub ts_sec: u32,
+    /// Fraction of the second in units of `resolution`, as the source stored it.
+    pub ts_frac: u32,
+    pub resolution: TsResolution,
+    pub wire_len: u32,
+    pub data: &'a [u8],
+}
+
+/// Counters of an ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub segments_sealed: u64,
+}
+
+/// Writes packets of one interface into segments and commits each sealed
+/// segment to the index.
+pub struct Ingester {
+    store: InterfaceStore,
+    limits: SegmentLimits,
+    /// One open segment per link type and timestamp resolution.
+    open: HashMap<(u32, TsResolution), SegmentWriter>,
+    next_segment_id: u64,
+    stats: IngestStats,
+}
+
+impl Ingester {
+    /// Starts ingesting into `store`, which must be writable.
+    pub fn new(store: InterfaceStore, limits: SegmentLimits) -> Result<Ingester> {
+        if !store.is_writable() {
+            return Err(Error::InvalidRequest("the interface store was opened read-only".into()));
+        }
+        if limits.seconds == 0 || limits.bytes < 1024 {
+            return Err(Error::InvalidRequest(format!(
+                "segment limits of {} s and {} bytes are too small; use at least 1 s and 1024 bytes",
+                limits.seconds, limits.bytes
+            )));
+        }
+        let next_segment_id = store.next_segment_id()?;
+        Ok(Ingester { store, limits, open: HashMap::new(), next_segment_id, stats: IngestStats::default() })
+    }
+
+    /// The store being written.
+    pub fn store(&self) -> &InterfaceStore {
+        &self.store
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> IngestStats {
+        self.stats
+    }
+
+    /// Appends one packet of link type `linktype`, captured with `snaplen`.
+    pub fn ingest(&mut self, linktype: u32, snaplen: u32, packet: &SourcePacket<'_>) -> Result<()> {
+        let ts_ns = u64::from(packet.ts_sec) * NANOS_PER_SEC + u64::from(packet.ts_frac) * packet.resolution.nanos_per_unit();
+        let key = (linktype, packet.resolution);
+        let record_bytes = RECORD_HEADER_BYTES + packet.data.len() as u64;
+        let bucket_ns = self.limits.seconds.saturating_mul(NANOS_PER_SEC);
+        if let Some(writer) = self.open.get(&key) {
+            let start = writer.bucket_start_ns();
+            let meta = writer.meta();
+            let rotate = ts_ns >= start.saturating_add(bucket_ns)
+                || ts_ns.saturating_add(bucket_ns) <= start
+                || meta.file_bytes + record_bytes > self.limits.bytes
+                || meta.packets >= u64::from(u32::MAX - 1);
+            if rotate {
+                let writer = self.open.remove(&key).expect("segment is open");
+                self.seal(writer)?;
+            }
+        }
+        if !self.open.contains_key(&key) {
+            let writer = self.create_segment(ts_ns, linktype, snaplen, packet.resolution)?;
+            self.open.insert(key, writer);
+        }
+        let writer = self.open.get_mut(&key).expect("segment is open");
+        let header = RecordHeader { ts_sec: packet.ts_sec, ts_frac: packet.ts_frac, caplen: packet.data.len() as u32, wire_len: packet.wire_len };
+        let decoded = decode(linktype, packet.data, packet.wire_len);
+        writer.append(header, ts_ns, packet.data, &decoded)?;
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(packet.wire_len);
+        Ok(())
+    }
+
+    fn create_segment(&mut self, ts_ns: u64, linktype: u32, snaplen: u32, resolution: TsResolution) -> Result<SegmentWriter> {
+        let pcap_dir = self.store.pcap_dir();
+        // A file left by an interrupted run may hold the next id; skip past it.
+        loop {
+            let segment_id = self.next_segment_id;
+            self.next_segment_id += 1;
+            match SegmentWriter::create(&pcap_dir, segment_id, ts_ns, linktype, snaplen, resolution) {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn seal(&mut self, writer: SegmentWriter) -> Result<()> {
+        let (meta, chunks, index) = writer.seal()?;
+        self.store.commit_segment(&meta, &chunks, index)?;
+        self.stats.segments_sealed += 1;
+        tracing::debug!(segment_id = meta.segment_id, packets = meta.packets, file = %meta.file_name, "segment sealed");
+        Ok(())
+    }
+
+    /// Adds drops reported by the capture source to the open segments.
+    pub fn add_dropped(&mut self, dropped: u64) {
+        if let Some(writer) = self.open.values_mut().next() {
+            writer.add_dropped(dropped);
+        }
+    }
+
+    /// Seals every open segment.
+    pub fn flush(&mut self) -> Result<()> {
+        let mut writers: Vec<SegmentWriter> = self.open.drain().map(|(_, writer)| writer).collect();
+        writers.sort_by_key(|writer| writer.meta().segment_id);
+        for writer in writers {
+            self.seal(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Seals every open segment and returns the store.
+    pub fn finish(mut self) -> Result<(InterfaceStore, IngestStats)> {
+        self.flush()?;
+        Ok((self.store, self.stats))
+    }
+}

@@ -1,0 +1,221 @@
+//! Reading capture files (pcap and pcapng) into an [`Ingester`].
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::{PcapError, TsResolution as FileResolution};
+use pktvault_schema::time::NANOS_PER_SEC;
+use pktvault_schema::TsResolution;
+
+use crate::ingest::{Ingester, SourcePacket};
+use crate::{Error, Result};
+
+/// What importing one file did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileReport {
+    /// Packets written.
+    pub packets: u64,
+    /// Packets that could not be stored, each explained in `warnings`.
+    pub skipped: u64,
+    /// Problems that did not stop the import, such as a truncated last record.
+    pub warnings: Vec<String>,
+}
+
+const PCAP_MAGICS: [[u8; 4]; 4] = [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// Most warnings kept per file; further ones are counted.
+const MAX_WARNINGS: usize = 20;
+
+impl FileReport {
+    fn warn(&mut self, warning: String) {
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(warning);
+        } else if self.warnings.len() == MAX_WARNINGS {
+            self.warnings.push("further warnings for this file are not shown".into());
+        }
+    }
+}
+
+/// Imports every packet of the pcap or pcapng file at `path`.
+///
+/// A damaged or truncated record ends the file with a warning; the packets
+/// before it stay imported. A file that is not a capture is an error.
+pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
+    let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
+    let mut file = File::open(path).map_err(Error::io("cannot open", path))?;
+    let mut magic = [0u8; 4];
+    let mut read = 0;
+    while read < 4 {
+        match file.read(&mut magic[read..]) {
+            Ok(0) => break,
+            Ok(count) => read += count,
+            Err(err) => return Err(Error::io("cannot read", path)(err)),
+        }
+    }
+    if read < 4 {
+        return Err(bad_input(format!("the file is {read} bytes long, too short for a pcap or pcapng header")));
+    }
+    let file = File::open(path).map_err(Error::io("cannot open", path))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    if PCAP_MAGICS.contains(&magic) {
+        import_pcap(path, reader, ingester)
+    } else if magic == PCAPNG_MAGIC {
+        import_pcapng(path, reader, ingester)
+    } else {
+        Err(bad_input(format!(
+            "not a pcap or pcapng file (it starts with bytes {:02x} {:02x} {:02x} {:02x}); convert it with 'editcap -F pcap' first",
+            magic[0], magic[1], magic[2], magic[3]
+        )))
+    }
+}
+
+fn describe(err: &PcapError) -> String {
+    match err {
+        PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "the file ends in the middle of a record".into(),
+        other => other.to_string(),
+    }
+}
+
+fn import_pcap(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
+    let mut pcap = PcapReader::new(reader).map_err(|err| Error::BadInput { path: path.to_path_buf(), reason: format!("invalid pcap header: {}", describe(&err)) })?;
+    let header = pcap.header();
+    let linktype = u32::from(header.datalink);
+    let resolution = match header.ts_resolution {
+        FileResolution::MicroSecond => TsResolution::Micro,
+        FileResolution::NanoSecond => TsResolution::Nano,
+    };
+    let mut report = FileReport::default();
+    while let Some(record) = pcap.next_raw_packet() {
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                report.warn(format!(
+                    "{}: stopped after packet {}: {}; the packets before it were imported",
+                    path.display(),
+                    report.packets + report.skipped,
+                    describe(&err)
+                ));
+                break;
+            }
+        };
+        let packet = SourcePacket { ts_sec: record.ts_sec, ts_frac: record.ts_frac, resolution, wire_len: record.orig_len, data: &record.data };
+        ingester.ingest(linktype, header.snaplen, &packet)?;
+        report.packets += 1;
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: u32,
+    snaplen: u32,
+    /// `if_tsresol`: bit 7 clear means 10^-n seconds, set means 2^-n seconds.
+    tsresol: u8,
+    /// `if_tsoffset` in seconds.
+    tsoffset: u64,
+}
+
+/// Converts a pcapng timestamp in units of `tsresol` to nanoseconds.
+fn pcapng_ts_ns(units: u64, tsresol: u8) -> Option<u64> {
+    let exponent = u32::from(tsresol & 0x7f);
+    let nanos: u128 = if tsresol & 0x80 == 0 {
+        if exponent <= 9 {
+            u128::from(units) * 10u128.pow(9 - exponent)
+        } else {
+            u128::from(units) / 10u128.checked_pow(exponent - 9)?
+        }
+    } else {
+        (u128::from(units) * u128::from(NANOS_PER_SEC)).checked_shr(exponent)?
+    };
+    u64::try_from(nanos).ok()
+}
+
+fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
+    let mut pcapng = PcapNgReader::new(reader).map_err(|err| Error::BadInput { path: path.to_path_buf(), reason: format!("invalid pcapng section header: {}", describe(&err)) })?;
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut report = FileReport::default();
+    let mut record_number = 0u64;
+    while let Some(block) = pcapng.next_block() {
+        let block = match block {
+            Ok(block) => block,
+            Err(err) => {
+                report.warn(format!("{}: stopped after packet {record_number}: {}; the packets before it were imported", path.display(), describe(&err)));
+                break;
+            }
+        };
+        let (interface_id, units, wire_len, data) = match block {
+            Block::SectionHeader(_) => {
+                interfaces.clear();
+                continue;
+            }
+            Block::InterfaceDescription(idb) => {
+                let mut interface = Interface { linktype: u32::from(idb.linktype), snaplen: idb.snaplen, tsresol: 6, tsoffset: 0 };
+                for option in &idb.options {
+                    match option {
+                        InterfaceDescriptionOption::IfTsResol(tsresol) => interface.tsresol = *tsresol,
+                        InterfaceDescriptionOption::IfTsOffset(offset) => interface.tsoffset = *offset,
+                        _ => {}
+                    }
+                }
+                interfaces.push(interface);
+                continue;
+            }
+            // pcap-file stores the raw 64-bit timestamp as nanoseconds, whatever if_tsresol says.
+            Block::EnhancedPacket(epb) => (epb.interface_id, epb.timestamp.as_nanos() as u64, epb.original_len, epb.data),
+            Block::Packet(pb) => (u32::from(pb.interface_id), pb.timestamp, pb.original_len, pb.data),
+            Block::SimplePacket(_) => {
+                record_number += 1;
+                report.skipped += 1;
+                report.warn(format!("{}: packet {record_number} is a simple packet block without a timestamp; skipped", path.display()));
+                continue;
+            }
+            _ => continue,
+        };
+        record_number += 1;
+        let Some(interface) = interfaces.get(interface_id as usize).copied() else {
+            report.skipped += 1;
+            report.warn(format!("{}: packet {record_number} names interface {interface_id}, which is not described; skipped", path.display()));
+            continue;
+        };
+        let ts_ns = pcapng_ts_ns(units, interface.tsresol).and_then(|ns| ns.checked_add(interface.tsoffset.checked_mul(NANOS_PER_SEC)?));
+        let Some(ts_ns) = ts_ns.filter(|ns| ns / NANOS_PER_SEC <= u64::from(u32::MAX)) else {
+            report.skipped += 1;
+            report.warn(format!(
+                "{}: packet {record_number} has a timestamp after the year 2106, which a pcap file cannot store; skipped",
+                path.display()
+            ));
+            continue;
+        };
+        let resolution = if interface.tsresol == 6 { TsResolution::Micro } else { TsResolution::Nano };
+        let packet = SourcePacket {
+            ts_sec: (ts_ns / NANOS_PER_SEC) as u32,
+            ts_frac: ((ts_ns % NANOS_PER_SEC) / resolution.nanos_per_unit()) as u32,
+            resolution,
+            wire_len,
+            data: &data,
+        };
+        ingester.ingest(interface.linktype, interface.snaplen, &packet)?;
+        report.packets += 1;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pcapng_ts_ns;
+
+    #[test]
+    fn pcapng_resolutions_convert_to_nanoseconds() {
+        assert_eq!(pcapng_ts_ns(1_500_000, 6), Some(1_500_000_000));
+        assert_eq!(pcapng_ts_ns(7, 9), Some(7));
+        assert_eq!(pcapng_ts_ns(3, 3), Some(3_000_000));
+        assert_eq!(pcapng_ts_ns(12_345, 12), Some(12));
+        assert_eq!(pcapng_ts_ns(1 << 20, 0x80 | 20), Some(1_000_000_000));
+        assert_eq!(pcapng_ts_ns(u64::MAX, 6), None);
+    }
+}

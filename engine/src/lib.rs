@@ -1,0 +1,15 @@
+//! The pktvault engine: capture, decoding, segments, index, filters,
+//! extraction.
+
+pub mod capture;
+pub mod decode;
+mod error;
+pub mod extract;
+pub mod filter;
+pub mod index;
+pub mod ingest;
+pub mod input;
+pub mod segment;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,257 @@
+//! Segment files: classic little-endian pcap files of one link type and
+//! timestamp resolution, with a chunk table kept in the index.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use pktvault_schema::time::NANOS_PER_SEC;
+use pktvault_schema::{ChunkEntry, SegmentMeta, TsResolution, PACKETS_PER_CHUNK};
+
+use crate::decode::Decoded;
+use crate::index::SegmentIndex;
+use crate::{Error, Result};
+
+/// Bytes of a pcap file header.
+pub const FILE_HEADER_BYTES: u64 = 24;
+/// Bytes of a pcap record header.
+pub const RECORD_HEADER_BYTES: u64 = 16;
+
+/// Returns the 24-byte little-endian pcap file header.
+pub fn pcap_file_header(resolution: TsResolution, snaplen: u32, linktype: u32) -> [u8; 24] {
+    let mut header = [0u8; 24];
+    header[0..4].copy_from_slice(&resolution.pcap_magic().to_le_bytes());
+    header[4..6].copy_from_slice(&2u16.to_le_bytes());
+    header[6..8].copy_from_slice(&4u16.to_le_bytes());
+    header[16..20].copy_from_slice(&snaplen.to_le_bytes());
+    header[20..24].copy_from_slice(&linktype.to_le_bytes());
+    header
+}
+
+/// Returns the segment file name: the first packet's time, then the segment id.
+pub fn segment_file_name(first_ts_ns: u64, segment_id: u64) -> String {
+    format!("{}.{:09}-{:08}.pcap", first_ts_ns / NANOS_PER_SEC, first_ts_ns % NANOS_PER_SEC, segment_id)
+}
+
+/// A packet as stored in a pcap record.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHeader {
+    pub ts_sec: u32,
+    /// Microseconds or nanoseconds, as the segment's resolution says.
+    pub ts_frac: u32,
+    pub caplen: u32,
+    pub wire_len: u32,
+}
+
+impl RecordHeader {
+    /// Returns the timestamp in nanoseconds since the epoch.
+    pub fn ts_ns(&self, resolution: TsResolution) -> u64 {
+        u64::from(self.ts_sec) * NANOS_PER_SEC + u64::from(self.ts_frac) * resolution.nanos_per_unit()
+    }
+
+    fn parse(bytes: &[u8]) -> RecordHeader {
+        let field = |index: usize| u32::from_le_bytes(bytes[index * 4..index * 4 + 4].try_into().expect("4 bytes"));
+        RecordHeader { ts_sec: field(0), ts_frac: field(1), caplen: field(2), wire_len: field(3) }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[0..4].copy_from_slice(&self.ts_sec.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.ts_frac.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.caplen.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.wire_len.to_le_bytes());
+        bytes
+    }
+}
+
+/// A segment being written.
+pub struct SegmentWriter {
+    path: PathBuf,
+    file: BufWriter<File>,
+    meta: SegmentMeta,
+    chunks: Vec<ChunkEntry>,
+    index: SegmentIndex,
+    /// Start of the time bucket: the first packet's timestamp.
+    bucket_start_ns: u64,
+}
+
+impl SegmentWriter {
+    /// Creates the file of segment `segment_id` in `pcap_dir` and writes its header.
+    pub fn create(pcap_dir: &Path, segment_id: u64, first_ts_ns: u64, linktype: u32, snaplen: u32, resolution: TsResolution) -> Result<SegmentWriter> {
+        let file_name = segment_file_name(first_ts_ns, segment_id);
+        let path = pcap_dir.join(&file_name);
+        let file = File::options().write(true).create_new(true).open(&path).map_err(Error::io("cannot create segment", &path))?;
+        let mut file = BufWriter::with_capacity(1 << 20, file);
+        file.write_all(&pcap_file_header(resolution, snaplen, linktype)).map_err(Error::io("cannot write", &path))?;
+        let meta = SegmentMeta {
+            segment_id,
+            file_name,
+            linktype,
+            snaplen,
+            resolution,
+            first_ts_ns,
+            min_ts_ns: first_ts_ns,
+            max_ts_ns: first_ts_ns,
+            monotonic: true,
+            packets: 0,
+            file_bytes: FILE_HEADER_BYTES,
+            wire_bytes: 0,
+            dropped: 0,
+        };
+        Ok(SegmentWriter { path, file, meta, chunks: Vec::new(), index: SegmentIndex::default(), bucket_start_ns: first_ts_ns })
+    }
+
+    /// The metadata so far.
+    pub fn meta(&self) -> &SegmentMeta {
+        &self.meta
+    }
+
+    /// Start of the segment's time bucket.
+    pub fn bucket_start_ns(&self) -> u64 {
+        self.bucket_start_ns
+    }
+
+    /// Adds a packet drop count reported by the capture source.
+    pub fn add_dropped(&mut self, dropped: u64) {
+        self.meta.dropped += dropped;
+    }
+
+    /// Appends one packet record and indexes it.
+    pub fn append(&mut self, header: RecordHeader, ts_ns: u64, data: &[u8], decoded: &Decoded) -> Result<()> {
+        debug_assert_eq!(header.caplen as usize, data.len());
+        let packet = self.meta.packets as u32;
+        if packet % PACKETS_PER_CHUNK == 0 {
+            self.chunks.push(ChunkEntry { offset: self.meta.file_bytes, min_ts_ns: ts_ns, max_ts_ns: ts_ns });
+        } else {
+            let chunk = self.chunks.last_mut().expect("a chunk is open");
+            chunk.min_ts_ns = chunk.min_ts_ns.min(ts_ns);
+            chunk.max_ts_ns = chunk.max_ts_ns.max(ts_ns);
+        }
+        self.file.write_all(&header.encode()).map_err(Error::io("cannot write", &self.path))?;
+        self.file.write_all(data).map_err(Error::io("cannot write", &self.path))?;
+        self.index.add(packet, decoded);
+        let meta = &mut self.meta;
+        if ts_ns < meta.max_ts_ns {
+            meta.monotonic = false;
+        }
+        meta.min_ts_ns = meta.min_ts_ns.min(ts_ns);
+        meta.max_ts_ns = meta.max_ts_ns.max(ts_ns);
+        meta.packets += 1;
+        meta.file_bytes += RECORD_HEADER_BYTES + data.len() as u64;
+        meta.wire_bytes += u64::from(header.wire_len);
+        if header.caplen > meta.snaplen {
+            meta.snaplen = header.caplen;
+        }
+        Ok(())
+    }
+
+    /// Flushes the file, makes it durable and returns what the index stores.
+    pub fn seal(self) -> Result<(SegmentMeta, Vec<ChunkEntry>, SegmentIndex)> {
+        let SegmentWriter { path, file, meta, chunks, index, .. } = self;
+        let file = file.into_inner().map_err(|err| Error::Io { action: "cannot write", path: path.clone(), source: err.into_error() })?;
+        // A record longer than the snaplen of the header makes libpcap truncate
+        // it, so the header is rewritten with the largest record length seen.
+        file.write_all_at(&meta.snaplen.to_le_bytes(), 16).map_err(Error::io("cannot write", &path))?;
+        file.sync_all().map_err(Error::io("cannot sync", &path))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok((meta, chunks, index))
+    }
+}
+
+/// Makes a directory's entries durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(Error::io("cannot sync", dir))
+}
+
+/// Reads records of a sealed segment by packet number.
+pub struct SegmentReader {
+    path: PathBuf,
+    file: File,
+    meta: SegmentMeta,
+    chunks: Vec<ChunkEntry>,
+    /// Number of the chunk held in `buffer`.
+    loaded_chunk: Option<usize>,
+    buffer: Vec<u8>,
+    /// Packet number and byte offset in `buffer` of the next record to parse.
+    cursor: (u32, usize),
+}
+
+impl SegmentReader {
+    /// Opens a segment and checks its file header against the metadata.
+    pub fn open(pcap_dir: &Path, meta: SegmentMeta, chunks: Vec<ChunkEntry>) -> Result<SegmentReader> {
+        let path = pcap_dir.join(&meta.file_name);
+        let file = File::open(&path).map_err(Error::io("cannot open segment", &path))?;
+        let mut header = [0u8; 24];
+        file.read_exact_at(&mut header, 0).map_err(|err| Error::DamagedSegment { path: path.clone(), reason: format!("cannot read the pcap header: {err}") })?;
+        let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        if magic != meta.resolution.pcap_magic() {
+            return Err(Error::DamagedSegment { path, reason: format!("pcap magic is {magic:#010x}, the index expects {:#010x}", meta.resolution.pcap_magic()) });
+        }
+        let expected_chunks = meta.packets.div_ceil(u64::from(PACKETS_PER_CHUNK));
+        if chunks.len() as u64 != expected_chunks {
+            return Err(Error::DamagedSegment { path, reason: format!("the index has {} chunks for {} packets", chunks.len(), meta.packets) });
+        }
+        Ok(SegmentReader { path, file, meta, chunks, loaded_chunk: None, buffer: Vec::new(), cursor: (0, 0) })
+    }
+
+    /// The segment's metadata.
+    pub fn meta(&self) -> &SegmentMeta {
+        &self.meta
+    }
+
+    /// The chunk table.
+    pub fn chunks(&self) -> &[ChunkEntry] {
+        &self.chunks
+    }
+
+    fn damaged(&self, reason: String) -> Error {
+        Error::DamagedSegment { path: self.path.clone(), reason }
+    }
+
+    fn load_chunk(&mut self, chunk: usize) -> Result<()> {
+        let start = self.chunks[chunk].offset;
+        let end = self.chunks.get(chunk + 1).map(|next| next.offset).unwrap_or(self.meta.file_bytes);
+        if end < start || end - start > 1 << 34 {
+            return Err(self.damaged(format!("chunk {chunk} spans bytes {start}..{end}")));
+        }
+        self.buffer.resize((end - start) as usize, 0);
+        self.file
+            .read_exact_at(&mut self.buffer, start)
+            .map_err(|err| Error::DamagedSegment { path: self.path.clone(), reason: format!("cannot read bytes {start}..{end}: {err}") })?;
+        self.loaded_chunk = Some(chunk);
+        self.cursor = (chunk as u32 * PACKETS_PER_CHUNK, 0);
+        Ok(())
+    }
+
+    /// Returns packet number `packet`: its record header and captured bytes.
+    ///
+    /// Reading is fastest when packet numbers ascend within a chunk.
+    pub fn packet(&mut self, packet: u32) -> Result<(RecordHeader, &[u8])> {
+        if u64::from(packet) >= self.meta.packets {
+            return Err(self.damaged(format!("packet {packet} requested, the segment has {}", self.meta.packets)));
+        }
+        let chunk = (packet / PACKETS_PER_CHUNK) as usize;
+        if self.loaded_chunk != Some(chunk) || self.cursor.0 > packet {
+            self.load_chunk(chunk)?;
+        }
+        loop {
+            let (number, offset) = self.cursor;
+            let Some(header_bytes) = self.buffer.get(offset..offset + RECORD_HEADER_BYTES as usize) else {
+                return Err(self.damaged(format!("record {number} starts past the end of its chunk")));
+            };
+            let header = RecordHeader::parse(header_bytes);
+            let data_start = offset + RECORD_HEADER_BYTES as usize;
+            let data_end = data_start + header.caplen as usize;
+            if data_end > self.buffer.len() {
+                return Err(self.damaged(format!("record {number} of {} bytes runs past the end of its chunk", header.caplen)));
+            }
+            self.cursor = (number + 1, data_end);
+            if number == packet {
+                return Ok((header, &self.buffer[data_start..data_end]));
+            }
+        }
+    }
+}
