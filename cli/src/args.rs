@@ -19,7 +19,7 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
         return seconds
             .checked_mul(NANOS_PER_SEC)
             .and_then(|ns| ns.checked_add(nanos))
-            .ok_or_else(|| format!("invalid time {text:?}: too far in the future"));
+            .ok_or_else(|| format!("invalid time {text:?}: the latest accepted time is epoch 18446744073 (2554-07-21)"));
     }
     let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|err| format!("invalid time {text:?} ({err}); {accepted}"))?;
     let nanos = parsed.unix_timestamp_nanos();

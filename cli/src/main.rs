@@ -106,7 +106,7 @@ struct ExtractArgs {
     #[arg(long, value_name = "N")]
     linktype: Option<u32>,
     /// Filter; the words are joined with spaces, as tcpdump does. No filter selects every packet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FILTER")]
+    #[arg(value_name = "FILTER")]
     filter: Vec<String>,
 }
 

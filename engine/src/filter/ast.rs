@@ -47,12 +47,12 @@ impl IpNet {
             IpAddr::V4(addr) => {
                 let base = u32::from(addr);
                 let host_mask = if self.prefix_len == 0 { u32::MAX } else { u32::MAX >> self.prefix_len };
-                (base.to_be_bytes().to_vec(), (base | host_mask).to_be_bytes().to_vec())
+                ((base & !host_mask).to_be_bytes().to_vec(), (base | host_mask).to_be_bytes().to_vec())
             }
             IpAddr::V6(addr) => {
                 let base = u128::from(addr);
                 let host_mask = if self.prefix_len == 0 { u128::MAX } else { u128::MAX >> self.prefix_len };
-                (base.to_be_bytes().to_vec(), (base | host_mask).to_be_bytes().to_vec())
+                ((base & !host_mask).to_be_bytes().to_vec(), (base | host_mask).to_be_bytes().to_vec())
             }
         }
     }

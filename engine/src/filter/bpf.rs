@@ -1,7 +1,7 @@
 //! libpcap mode: filters compiled and matched by libpcap itself.
 //!
-//! Each segment's link type gets its own program, compiled on a dead handle as
-//! tcpdump compiles it for a file of that link type. Matching calls libpcap's
+//! Each segment's link type gets its own program, compiled as tcpdump compiles
+//! it when reading a file of that link type. Matching calls libpcap's
 //! `bpf_filter` with the record's real original length, so `len`, `greater`
 //! and `less` see what they see in tcpdump.
 
@@ -34,18 +34,31 @@ extern "C" {
     fn bpf_filter(program: *const BpfInsn, packet: *const u8, wire_len: libc::c_uint, captured_len: libc::c_uint) -> libc::c_uint;
 }
 
-/// Maps a LINKTYPE value from a file header to the DLT value libpcap compiles for.
-fn linktype_to_dlt(linktype: u32) -> i32 {
-    let linktype = linktype & 0x03ff_ffff;
-    let dlt = match linktype {
-        101 => 12,  // LINKTYPE_RAW -> DLT_RAW
-        100 => 11,  // LINKTYPE_ATM_RFC1483
-        102 => 15,  // LINKTYPE_SLIP_BSDOS
-        103 => 16,  // LINKTYPE_PPP_BSDOS
-        106 => 19,  // LINKTYPE_ATM_CLIP
-        other => other,
-    };
-    dlt as i32
+/// Opens a libpcap handle on an empty pcap file of `linktype`.
+///
+/// libpcap compiles some primitives differently for a savefile than for a
+/// live or dead handle: on `NULL` (BSD loopback) captures, `ip6` tests the
+/// three BSD values of `AF_INET6` only when reading a file. Compiling against
+/// a savefile handle gives the program tcpdump uses with `-r`. The file lives
+/// in an anonymous memory file, so nothing is written to disk.
+fn savefile_handle(linktype: u32) -> std::result::Result<pcap::Capture<pcap::Offline>, String> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+
+    let name = c"pktvault-bpf";
+    // SAFETY: `name` is a valid C string; the returned descriptor is owned by `file` below.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create failed: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let header = crate::segment::pcap_file_header(pktvault_schema::TsResolution::Micro, 262_144, linktype);
+    file.write_all(&header).map_err(|err| format!("cannot write the pcap header: {err}"))?;
+    let path = format!("/proc/self/fd/{fd}");
+    let handle = pcap::Capture::from_file(&path).map_err(|err| err.to_string());
+    drop(file);
+    handle
 }
 
 /// A filter in libpcap syntax, with one compiled program per link type.
@@ -86,7 +99,7 @@ impl BpfFilter {
             return Ok(());
         }
         let compile_error = |message: String| Error::BpfCompile { filter: self.text.clone(), linktype, message };
-        let handle = pcap::Capture::dead(pcap::Linktype(linktype_to_dlt(linktype))).map_err(|err| compile_error(err.to_string()))?;
+        let handle = savefile_handle(linktype).map_err(compile_error)?;
         let program = handle.compile(&self.text, true).map_err(|err| compile_error(err.to_string()))?;
         self.programs.insert(linktype, program);
         Ok(())
