@@ -18,7 +18,7 @@ use common::*;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// An `--end` after every packet a pcap file can hold: 2^32 seconds, one past
+/// An `--end` after every packet a pcap file can store: 2^32 seconds, one past
 /// the largest 32-bit `ts_sec`.
 const END_OF_PCAP_TIME: &str = "4294967296";
 
@@ -57,7 +57,12 @@ fn rfc3339(ts_ns: u64, offset_minutes: i64) -> String {
         let sign = if offset_minutes < 0 { '-' } else { '+' };
         format!("{sign}{:02}:{:02}", offset_minutes.abs() / 60, offset_minutes.abs() % 60)
     };
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}{zone}", second_of_day / 3600, second_of_day % 3600 / 60, second_of_day % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}{zone}",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
 }
 
 fn stderr_text(output: &Output) -> String {
@@ -103,7 +108,14 @@ fn assert_capture_extractable(data_dir: &Path, capture: &Path) {
     assert_eq!(output.status.code(), Some(0), "extracting {} failed: {}", capture.display(), stderr_text(&output));
     let (_, actual) = read_pcap(&output.stdout);
 
-    assert_eq!(actual.len(), expected.len(), "{}: pktvault extracted {} packets, tcpdump reads {}", capture.display(), actual.len(), expected.len());
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{}: pktvault extracted {} packets, tcpdump reads {}",
+        capture.display(),
+        actual.len(),
+        expected.len()
+    );
     assert_same_packets(&capture.display().to_string(), &expected, &actual);
 }
 
@@ -188,8 +200,14 @@ fn import_garbage_file_keeps_good_file() {
 
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains(&path_arg(&garbage)), "the message does not name {}: {stderr}", garbage.display());
-    assert!(stderr.contains("not a pcap or pcapng file"), "the message does not say which formats are accepted: {stderr}");
-    assert!(stderr.contains(&format!("{}: 682 packets imported", http.display())), "the good file was not imported: {stderr}");
+    assert!(
+        stderr.contains("not a pcap or pcapng file"),
+        "the message does not say which formats are accepted: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}: 682 packets imported", http.display())),
+        "the good file was not imported: {stderr}"
+    );
     assert!(stderr.contains("from 1 of 2 files"), "the summary does not count the failed file: {stderr}");
 
     assert_capture_extractable(&data_dir, &http);
@@ -235,7 +253,10 @@ fn import_pcap_cut_mid_record() {
 
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert!(stderr.contains("warning"), "no warning for the cut record: {stderr}");
-    assert!(stderr.contains(&format!("{}: stopped after packet {whole_records}", cut.display())), "the warning does not name the file and packet: {stderr}");
+    assert!(
+        stderr.contains(&format!("{}: stopped after packet {whole_records}", cut.display())),
+        "the warning does not name the file and packet: {stderr}"
+    );
     assert!(stderr.contains("ends in the middle of a record"), "the warning does not say what is wrong: {stderr}");
     assert!(stderr.contains(&format!("{}: {whole_records} packets imported", cut.display())), "stderr: {stderr}");
 
@@ -261,7 +282,8 @@ fn import_unknown_linktype_user0() {
     // 192.0.2.2, which a decoder must not read because USER0 has no defined
     // format, and other bytes. The third packet was cut to 40 of 100 bytes.
     let ipv4_from_192_0_2_1: Vec<u8> = vec![
-        0x45, 0x00, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x40, 0x11, 0x00, 0x00, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00,
+        0x45, 0x00, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x40, 0x11, 0x00, 0x00, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39,
+        0x00, 0x35, 0x00, 0x08, 0x00, 0x00,
     ];
     let base_ns = 1_600_000_000 * NANOS_PER_SEC;
     let packets = vec![
@@ -290,7 +312,10 @@ fn import_unknown_linktype_user0() {
     assert_eq!(filtered.status.code(), Some(1), "a filter that selects nothing must exit 1; stderr: {filtered_stderr}");
     let selected = if filtered.stdout.is_empty() { Vec::new() } else { read_pcap(&filtered.stdout).1 };
     assert!(selected.is_empty(), "'host 192.0.2.1' selected {} USER0 packets", selected.len());
-    assert!(filtered_stderr.contains("linktype 147 is not decoded"), "no warning that linktype 147 is not decoded: {filtered_stderr}");
+    assert!(
+        filtered_stderr.contains("linktype 147 is not decoded"),
+        "no warning that linktype 147 is not decoded: {filtered_stderr}"
+    );
 
     assert_capture_extractable(&data_dir, &dns);
 }
@@ -308,7 +333,10 @@ fn import_snoop_file_rejected() {
 
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains(&path_arg(&snoop)), "the message does not name {}: {stderr}", snoop.display());
-    assert!(stderr.contains("not a pcap or pcapng file"), "the message does not say which formats are accepted: {stderr}");
+    assert!(
+        stderr.contains("not a pcap or pcapng file"),
+        "the message does not say which formats are accepted: {stderr}"
+    );
     assert!(stderr.contains("imported 0 packets from 0 of 1 files"), "stderr: {stderr}");
 
     assert_capture_extractable(&data_dir, &dns);
@@ -328,12 +356,16 @@ fn extract_window_without_data() {
         let out_file = dir.path().join(format!("empty-{begin}.pcap"));
         let data_dir_arg = path_arg(&data_dir);
         let out_arg = path_arg(&out_file);
-        let output = pktvault(&["extract", "--data-dir", &data_dir_arg, "--begin", begin, "--end", end, "-w", &out_arg]);
+        let output =
+            pktvault(&["extract", "--data-dir", &data_dir_arg, "--begin", begin, "--end", end, "-w", &out_arg]);
         let stderr = stderr_text(&output);
 
         assert_eq!(output.status.code(), Some(1), "window [{begin}, {end}): stderr: {stderr}");
         assert!(stderr.contains("no packets were recorded in the window"), "window [{begin}, {end}): {stderr}");
-        assert!(stderr.contains(&available), "window [{begin}, {end}): the message does not give the range {available}: {stderr}");
+        assert!(
+            stderr.contains(&available),
+            "window [{begin}, {end}): the message does not give the range {available}: {stderr}"
+        );
         assert!(!out_file.exists(), "window [{begin}, {end}): {} was created for an empty result", out_file.display());
     }
 
@@ -348,14 +380,26 @@ fn extract_inverted_window() {
     import(&data_dir, &[&dns]);
 
     // An inverted window and an empty one (begin == end) inside the recorded data.
-    for (begin, end) in [("1413056000", "1413055000"), ("1413055000.5", "1413055000.5"), ("2014-10-11T19:33:20Z", "1413055000")] {
+    for (begin, end) in
+        [("1413056000", "1413055000"), ("1413055000.5", "1413055000.5"), ("2014-10-11T19:33:20Z", "1413055000")]
+    {
         let output = run_extract(&data_dir, begin, end, &[]);
         let stderr = stderr_text(&output);
 
         assert_eq!(output.status.code(), Some(2), "window [{begin}, {end}): stderr: {stderr}");
-        assert!(stderr.contains(&format!("--begin {begin}")), "window [{begin}, {end}): the message does not show --begin: {stderr}");
-        assert!(stderr.contains(&format!("--end {end}")), "window [{begin}, {end}): the message does not show --end: {stderr}");
-        assert!(output.stdout.is_empty(), "window [{begin}, {end}): {} bytes written to standard output", output.stdout.len());
+        assert!(
+            stderr.contains(&format!("--begin {begin}")),
+            "window [{begin}, {end}): the message does not show --begin: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("--end {end}")),
+            "window [{begin}, {end}): the message does not show --end: {stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "window [{begin}, {end}): {} bytes written to standard output",
+            output.stdout.len()
+        );
     }
 
     assert_capture_extractable(&data_dir, &dns);
@@ -364,11 +408,15 @@ fn extract_inverted_window() {
 /// Asserts that `stderr` quotes `filter` and points a caret at byte `position` of it.
 fn assert_filter_error_points_at(stderr: &str, filter: &str, position: usize) {
     assert!(stderr.contains(&format!("{filter:?}")), "the message does not quote the filter {filter:?}: {stderr}");
-    assert!(stderr.contains(&format!("at byte {position}")), "the message does not give byte {position} for {filter:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("at byte {position}")),
+        "the message does not give byte {position} for {filter:?}: {stderr}"
+    );
 
     let lines: Vec<&str> = stderr.lines().collect();
     let echo = lines.iter().position(|line| line.trim_start() == filter && line.ends_with(filter));
-    let echo = echo.unwrap_or_else(|| panic!("the message does not repeat the filter {filter:?} on a line of its own: {stderr}"));
+    let echo = echo
+        .unwrap_or_else(|| panic!("the message does not repeat the filter {filter:?} on a line of its own: {stderr}"));
     let column = lines[echo].len() - filter.len() + position;
     let caret_line = lines.get(echo + 1).copied().unwrap_or("");
     assert_eq!(caret_line.find('^'), Some(column), "the caret for {filter:?} is not under byte {position}: {stderr}");
@@ -392,7 +440,11 @@ fn extract_filter_syntax_error() {
         let stderr = stderr_text(&output);
 
         assert_eq!(output.status.code(), Some(2), "filter {filter:?}: stderr: {stderr}");
-        assert!(output.stdout.is_empty(), "filter {filter:?}: {} bytes written to standard output", output.stdout.len());
+        assert!(
+            output.stdout.is_empty(),
+            "filter {filter:?}: {} bytes written to standard output",
+            output.stdout.len()
+        );
         assert_filter_error_points_at(&stderr, filter, *position);
     }
 
@@ -407,15 +459,22 @@ fn extract_bpf_syntax_error() {
     import(&data_dir, &[&dns]);
 
     // A window over the data, and one before it: a typo in the filter is an
-    // error whether or not the window holds packets.
+    // error whether or not the window contains packets.
     for (begin, end) in [("0", END_OF_PCAP_TIME), ("1000000000", "1000000060")] {
         for filter in ["host 192.0.2.1 and and port 80", "(tcp"] {
             let output = run_extract(&data_dir, begin, end, &["--bpf", filter]);
             let stderr = stderr_text(&output);
 
             assert_eq!(output.status.code(), Some(2), "--bpf {filter:?} in [{begin}, {end}): stderr: {stderr}");
-            assert!(stderr.contains(&format!("{filter:?}")), "--bpf {filter:?} in [{begin}, {end}): the message does not quote the filter: {stderr}");
-            assert!(output.stdout.is_empty(), "--bpf {filter:?} in [{begin}, {end}): {} bytes written", output.stdout.len());
+            assert!(
+                stderr.contains(&format!("{filter:?}")),
+                "--bpf {filter:?} in [{begin}, {end}): the message does not quote the filter: {stderr}"
+            );
+            assert!(
+                output.stdout.is_empty(),
+                "--bpf {filter:?} in [{begin}, {end}): {} bytes written",
+                output.stdout.len()
+            );
         }
     }
 
@@ -431,13 +490,29 @@ fn extract_to_terminal_rejected() {
     import(&data_dir, &[&dns]);
 
     // script(1) from util-linux runs the command with a pseudo-terminal as
-    // its standard output; -e returns the command's exit status.
-    let command = format!("'{}' extract --data-dir '{}' --begin 0 --end {END_OF_PCAP_TIME}", pktvault_bin().display(), data_dir.display());
-    let output = Command::new("script").args(["-q", "-e", "-c", &command, "/dev/null"]).stdin(Stdio::null()).output().expect("run script");
+    // its standard output, and -e makes it return the command's exit status.
+    let command = format!(
+        "'{}' extract --data-dir '{}' --begin 0 --end {END_OF_PCAP_TIME}",
+        pktvault_bin().display(),
+        data_dir.display()
+    );
+    let output = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
     let terminal_text = String::from_utf8_lossy(&output.stdout).into_owned();
 
-    assert_eq!(output.status.code(), Some(2), "terminal output: {terminal_text}\nscript stderr: {}", stderr_text(&output));
-    assert!(terminal_text.contains("to a terminal"), "the message does not say why the output was rejected: {terminal_text}");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "terminal output: {terminal_text}\nscript stderr: {}",
+        stderr_text(&output)
+    );
+    assert!(
+        terminal_text.contains("to a terminal"),
+        "the message does not say why the output was rejected: {terminal_text}"
+    );
     assert!(terminal_text.contains("-w FILE"), "the message does not say what to do instead: {terminal_text}");
     let pcap_magic: &[u8] = &[0xd4, 0xc3, 0xb2, 0xa1];
     assert!(!output.stdout.windows(4).any(|window| window == pcap_magic), "pcap data was written to the terminal");
@@ -453,8 +528,18 @@ fn extract_to_terminal_rejected() {
 fn editcap_window(capture: &Path, begin: &str, end: &str, out_dir: &Path) -> Vec<Packet> {
     require_tool("editcap");
     let out_file = out_dir.join("editcap-window.pcap");
-    let output = Command::new("editcap").args(["-F", "pcap", "-A", begin, "-B", end]).arg(capture).arg(&out_file).output().expect("run editcap");
-    assert!(output.status.success(), "editcap -A {begin} -B {end} {} failed: {}", capture.display(), stderr_text(&output));
+    let output = Command::new("editcap")
+        .args(["-F", "pcap", "-A", begin, "-B", end])
+        .arg(capture)
+        .arg(&out_file)
+        .output()
+        .expect("run editcap");
+    assert!(
+        output.status.success(),
+        "editcap -A {begin} -B {end} {} failed: {}",
+        capture.display(),
+        stderr_text(&output)
+    );
     let bytes = fs::read(&out_file).expect("read editcap output");
     read_pcap(&bytes).1
 }
@@ -478,10 +563,18 @@ fn windows_over(packets: &[Packet]) -> Vec<(u64, u64, String)> {
     // that timestamp, and both are outside when end is.
     let duplicate = (1..ts.len()).find(|&index| ts[index] == ts[index - 1] && index >= 2 && index + 2 <= last);
     let duplicate = duplicate.expect("the capture has two packets with the same timestamp");
-    windows.push((ts[duplicate], ts[duplicate + 2], format!("begin on the duplicated timestamp of packets {} and {duplicate}", duplicate - 1)));
-    windows.push((ts[duplicate - 2], ts[duplicate], format!("end on the duplicated timestamp of packets {} and {duplicate}", duplicate - 1)));
+    windows.push((
+        ts[duplicate],
+        ts[duplicate + 2],
+        format!("begin on the duplicated timestamp of packets {} and {duplicate}", duplicate - 1),
+    ));
+    windows.push((
+        ts[duplicate - 2],
+        ts[duplicate],
+        format!("end on the duplicated timestamp of packets {} and {duplicate}", duplicate - 1),
+    ));
 
-    // The longest gap between two packets: a window inside it is empty.
+    // The largest gap between two packets: a window inside it is empty.
     let gap = (1..ts.len()).max_by_key(|&index| ts[index] - ts[index - 1]).expect("at least two packets");
     windows.push((ts[gap - 1] + 1, ts[gap], format!("inside the gap before packet {gap}")));
     windows
@@ -493,14 +586,22 @@ fn assert_windows_match_editcap(name: &str) {
     let data_dir = dir.path().join("data");
     import(&data_dir, &[&capture]);
     let original = read_pcap(&fs::read(&capture).expect("read corpus capture")).1;
-    assert!(original.windows(2).all(|pair| pair[0].ts_ns <= pair[1].ts_ns), "{name} is not in time order, so editcap -B may differ");
+    assert!(
+        original.windows(2).all(|pair| pair[0].ts_ns <= pair[1].ts_ns),
+        "{name} is not in time order, so editcap -B may differ"
+    );
 
     for (begin_ns, end_ns, description) in windows_over(&original) {
         let (begin, end) = (epoch(begin_ns), epoch(end_ns));
         let context = format!("{name} [{begin}, {end}) ({description})");
         let expected = editcap_window(&capture, &begin, &end, dir.path());
         let in_window = original.iter().filter(|packet| begin_ns <= packet.ts_ns && packet.ts_ns < end_ns).count();
-        assert_eq!(expected.len(), in_window, "{context}: editcap kept {} packets, but {in_window} have begin <= ts < end", expected.len());
+        assert_eq!(
+            expected.len(),
+            in_window,
+            "{context}: editcap kept {} packets, but {in_window} have begin <= ts < end",
+            expected.len()
+        );
 
         let output = run_extract(&data_dir, &begin, &end, &[]);
         let expected_code = if expected.is_empty() { 1 } else { 0 };
@@ -543,7 +644,12 @@ fn window_rfc3339_matches_epoch() {
             let output = run_extract(&data_dir, &begin, &end, &[]);
 
             assert_eq!(output.status.code(), epoch_output.status.code(), "{context}: stderr: {}", stderr_text(&output));
-            assert!(output.stdout == epoch_output.stdout, "{context}: the output differs from the epoch form [{}, {})", epoch(begin_ns), epoch(end_ns));
+            assert!(
+                output.stdout == epoch_output.stdout,
+                "{context}: the output differs from the epoch form [{}, {})",
+                epoch(begin_ns),
+                epoch(end_ns)
+            );
         }
     }
 }
@@ -574,7 +680,11 @@ impl Recorder {
             if let Some(status) = self.child.try_wait().expect("wait for pktvault record") {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "pktvault record did not exit within {timeout:?} of SIGINT; stderr: {}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "pktvault record did not exit within {timeout:?} of SIGINT; stderr: {}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -613,7 +723,11 @@ fn record_loopback_udp() {
                 recorder.stderr()
             );
         }
-        assert!(Instant::now() < deadline, "pktvault record -i lo did not log 'capture started' within 30 s; stderr: {}", recorder.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "pktvault record -i lo did not log 'capture started' within 30 s; stderr: {}",
+            recorder.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -623,7 +737,8 @@ fn record_loopback_udp() {
     let sender = UdpSocket::bind("127.0.0.1:0").expect("bind UDP sender");
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
     let nonce = format!("{}-{}", std::process::id(), started.as_nanos());
-    let payloads: Vec<String> = (0..50).map(|index| format!("pktvault live test {nonce} datagram {index:02}")).collect();
+    let payloads: Vec<String> =
+        (0..50).map(|index| format!("pktvault live test {nonce} datagram {index:02}")).collect();
     for payload in &payloads {
         sender.send_to(payload.as_bytes(), ("127.0.0.1", port)).expect("send UDP datagram");
     }
@@ -643,9 +758,15 @@ fn record_loopback_udp() {
     assert_eq!(output.status.code(), Some(0), "extract '{filter}' after recording: stderr: {}", stderr_text(&output));
     let (info, packets) = read_pcap(&output.stdout);
     assert_eq!(info.linktype, 1, "lo records as Ethernet (LINKTYPE 1)");
-    assert!(packets.len() >= payloads.len(), "extract '{filter}' returned {} packets, {} datagrams were sent", packets.len(), payloads.len());
+    assert!(
+        packets.len() >= payloads.len(),
+        "extract '{filter}' returned {} packets, {} datagrams were sent",
+        packets.len(),
+        payloads.len()
+    );
     for payload in &payloads {
-        let found = packets.iter().any(|packet| packet.data.windows(payload.len()).any(|window| window == payload.as_bytes()));
+        let found =
+            packets.iter().any(|packet| packet.data.windows(payload.len()).any(|window| window == payload.as_bytes()));
         assert!(found, "the datagram {payload:?} is not among the {} extracted packets", packets.len());
     }
 }
@@ -660,13 +781,27 @@ fn extract_into_tcpdump(data_dir: &Path, begin: &str, end: &str, rest: &[&str]) 
     let mut args = vec!["extract".to_string(), "--data-dir".to_string(), path_arg(data_dir)];
     args.extend(["--begin", begin, "--end", end, "-w", "-"].map(String::from));
     args.extend(rest.iter().map(|arg| arg.to_string()));
-    let mut extract =
-        Command::new(pktvault_bin()).args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start pktvault extract");
+    let mut extract = Command::new(pktvault_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pktvault extract");
     let pipe = extract.stdout.take().expect("pktvault stdout pipe");
-    let tcpdump = Command::new("tcpdump").args(["-tt", "-n", "-r", "-"]).stdin(Stdio::from(pipe)).output().expect("run tcpdump -r -");
+    let tcpdump = Command::new("tcpdump")
+        .args(["-tt", "-n", "-r", "-"])
+        .stdin(Stdio::from(pipe))
+        .output()
+        .expect("run tcpdump -r -");
     let extract = extract.wait_with_output().expect("wait for pktvault extract");
 
-    assert_eq!(extract.status.code(), Some(0), "pktvault {args:?} | tcpdump: pktvault stderr: {}", stderr_text(&extract));
+    assert_eq!(
+        extract.status.code(),
+        Some(0),
+        "pktvault {args:?} | tcpdump: pktvault stderr: {}",
+        stderr_text(&extract)
+    );
     assert!(tcpdump.status.success(), "pktvault {args:?} | tcpdump -r -: tcpdump stderr: {}", stderr_text(&tcpdump));
     String::from_utf8(tcpdump.stdout).expect("tcpdump output is UTF-8")
 }
@@ -674,7 +809,8 @@ fn extract_into_tcpdump(data_dir: &Path, begin: &str, end: &str, rest: &[&str]) 
 /// Returns the output of `tcpdump -tt -n -r CAPTURE FILTER`.
 fn tcpdump_text(capture: &Path, filter: &str) -> String {
     require_tool("tcpdump");
-    let output = Command::new("tcpdump").args(["-tt", "-n", "-r"]).arg(capture).arg(filter).output().expect("run tcpdump");
+    let output =
+        Command::new("tcpdump").args(["-tt", "-n", "-r"]).arg(capture).arg(filter).output().expect("run tcpdump");
     assert!(output.status.success(), "tcpdump -r {} '{filter}' failed: {}", capture.display(), stderr_text(&output));
     String::from_utf8(output.stdout).expect("tcpdump output is UTF-8")
 }

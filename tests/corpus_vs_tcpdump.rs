@@ -56,9 +56,10 @@ const CAPTURES: &[&str] = &[
 ];
 
 /// Filter templates. `{A4}`/`{B4}`: the two most frequent IPv4 addresses,
-/// `{N4}`: the /24 of `{A4}`, `{A6}`: the most frequent IPv6 address,
-/// `{N6}`: its /64, `{P}`/`{Q}`: the two most frequent ports, `{M}`: the most
-/// frequent source MAC. A template whose values the capture lacks is skipped.
+/// `{N4}`: the /24 of `{A4}` and `{S4}` its short form (`192.0.2`),
+/// `{A6}`: the most frequent IPv6 address, `{N6}`: its /64,
+/// `{P}`/`{Q}`: the two most frequent ports, `{PX}`/`{PO}`: `{P}` in
+/// hexadecimal and octal, `{M}`: the most frequent source MAC. A template whose values the capture lacks is skipped.
 const FILTERS: &[&str] = &[
     "host {A4}",
     "src host {A4}",
@@ -104,6 +105,49 @@ const FILTERS: &[&str] = &[
     "ether host {M}",
     "ether src {M}",
     "src and dst net {N4}/24",
+    "rarp",
+    "not arp",
+    "not ip6",
+    "src net {N4}/24",
+    "dst net {N4}/24",
+    "net {N4} mask 255.255.255.0",
+    "net {S4}",
+    "ip net {N4}/24",
+    "ip6 host {A6}",
+    "src host {A6}",
+    "dst net {N6}/64",
+    "src and dst host {A4}",
+    "udp src port {P}",
+    "tcp dst port {P}",
+    "sctp port {P}",
+    "src or dst port {P}",
+    "src portrange 1-1023",
+    "tcp portrange 1024-65535",
+    "udp portrange 1-1023",
+    "port {PX}",
+    "port {PO}",
+    "ether dst {M}",
+    "ether src {M} and ip",
+    "ether proto 0x0800",
+    "ether proto 0x86dd",
+    "ip proto 17",
+    "ip proto 1",
+    "ip6 proto 6",
+    "ip6 proto 58",
+    "proto 6",
+    "ip and not tcp",
+    "ip6 and udp",
+    "icmp or icmp6",
+    "host {A4} and not port {P}",
+    "not host {A4} and not host {B4}",
+    "(host {A4} or host {B4}) and (port {P} or port {Q})",
+    "src host {A4} and dst port {P}",
+    "dst host {A4} or src host {B4}",
+    "host {A4} || host {B4}",
+    "!(udp)",
+    "udp && !port 53",
+    "tcp and (port {P} or {Q})",
+    "((tcp) and ((port {P})))",
 ];
 
 /// Filters on tags and lengths, which the normalization changes, so they are
@@ -214,7 +258,12 @@ fn normalize(linktype: u32, packet: &Packet) -> Packet {
     if let Some(ip) = ip_offset {
         removed += strip_ipv6_extensions(&mut data, ip);
     }
-    Packet { ts_ns: packet.ts_ns, caplen: data.len() as u32, wire_len: packet.wire_len.saturating_sub(removed).max(data.len() as u32), data }
+    Packet {
+        ts_ns: packet.ts_ns,
+        caplen: data.len() as u32,
+        wire_len: packet.wire_len.saturating_sub(removed).max(data.len() as u32),
+        data,
+    }
 }
 
 /// Writes a microsecond pcap whose packet `i` has timestamp `i + 1` seconds.
@@ -239,7 +288,8 @@ fn write_index_stamped(path: &Path, info: &PcapInfo, packets: &[Packet]) {
 /// Runs tcpdump on an index-stamped copy; returns the selected indices, or
 /// `None` when libpcap cannot compile the filter for the link type.
 fn tcpdump_indices(stamped: &Path, filter: &str) -> Option<Vec<usize>> {
-    let output = Command::new("tcpdump").arg("-r").arg(stamped).args(["-w", "-", filter]).output().expect("run tcpdump");
+    let output =
+        Command::new("tcpdump").arg("-r").arg(stamped).args(["-w", "-", filter]).output().expect("run tcpdump");
     if !output.status.success() {
         return None;
     }
@@ -285,6 +335,7 @@ fn template_values(linktype: u32, packets: &[Packet]) -> HashMap<&'static str, S
     if let Some(addr) = top(&v4, 0) {
         values.insert("A4", std::net::Ipv4Addr::from(addr).to_string());
         values.insert("N4", std::net::Ipv4Addr::from([addr[0], addr[1], addr[2], 0]).to_string());
+        values.insert("S4", format!("{}.{}.{}", addr[0], addr[1], addr[2]));
     }
     if let Some(addr) = top(&v4, 1) {
         values.insert("B4", std::net::Ipv4Addr::from(addr).to_string());
@@ -297,6 +348,8 @@ fn template_values(linktype: u32, packets: &[Packet]) -> HashMap<&'static str, S
     }
     if let Some(port) = top(&ports, 0) {
         values.insert("P", port.to_string());
+        values.insert("PX", format!("{port:#x}"));
+        values.insert("PO", format!("0{port:o}"));
     }
     if let Some(port) = top(&ports, 1) {
         values.insert("Q", port.to_string());
@@ -330,7 +383,12 @@ fn original_packets(capture: &Path, work: &Path) -> (PcapInfo, Vec<Packet>, Path
         .arg(&converted)
         .output()
         .expect("run tcpdump");
-    assert!(status.status.success(), "tcpdump cannot read {}: {}", capture.display(), String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "tcpdump cannot read {}: {}",
+        capture.display(),
+        String::from_utf8_lossy(&status.stderr)
+    );
     let bytes = std::fs::read(&converted).expect("read converted capture");
     let (info, packets) = read_pcap(&bytes);
     (info, packets, converted)
@@ -339,7 +397,7 @@ fn original_packets(capture: &Path, work: &Path) -> (PcapInfo, Vec<Packet>, Path
 #[test]
 fn default_language_matches_tcpdump_on_corpus() {
     require_tool("tcpdump");
-    assert!(FILTERS.len() >= 30);
+    assert!(FILTERS.len() + ORIGINAL_FILTERS.len() >= 80);
     let mut compared = 0usize;
     let mut captures_compared = 0usize;
     let mut failures = Vec::new();
@@ -365,7 +423,11 @@ fn default_language_matches_tcpdump_on_corpus() {
             compared += 1;
             compared_here += 1;
             if expected != actual {
-                failures.push(format!("{name} '{filter}': tcpdump selects {} packets, pktvault returns {}", expected.len(), actual.len()));
+                failures.push(format!(
+                    "{name} '{filter}': tcpdump selects {} packets, pktvault returns {}",
+                    expected.len(),
+                    actual.len()
+                ));
             }
         }
         if compared_here > 0 {
@@ -425,7 +487,13 @@ fn libpcap_mode_matches_tcpdump_on_corpus() {
         }
         let data_dir = work.path().join("data");
         let import_output = pktvault(&["import", "--data-dir", data_dir.to_str().unwrap(), capture.to_str().unwrap()]);
-        assert_eq!(import_output.status.code(), Some(0), "import {}: {}", capture.display(), String::from_utf8_lossy(&import_output.stderr));
+        assert_eq!(
+            import_output.status.code(),
+            Some(0),
+            "import {}: {}",
+            capture.display(),
+            String::from_utf8_lossy(&import_output.stderr)
+        );
         let (_, originals) = read_pcap(&std::fs::read(&converted).unwrap());
         for filter in BPF_FILTERS {
             let output = Command::new("tcpdump")

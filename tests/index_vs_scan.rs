@@ -105,7 +105,8 @@ fn build(spec: &PacketSpec) -> (Vec<u8>, u32) {
     let (ethertype, payload): (u16, Vec<u8>) = match &spec.network {
         Network::Ipv4 { src, dst, proto, fragment, options } => {
             let header_len = if *options { 24 } else { 20 };
-            let body = if *fragment == 2 { vec![0x1f, 0x90, 0x1f, 0x90, 0, 0, 0, 0] } else { transport(*proto, spec.ports) };
+            let body =
+                if *fragment == 2 { vec![0x1f, 0x90, 0x1f, 0x90, 0, 0, 0, 0] } else { transport(*proto, spec.ports) };
             let mut ip = vec![0x40 | (header_len / 4) as u8, 0];
             ip.extend_from_slice(&((header_len + body.len()) as u16).to_be_bytes());
             ip.extend_from_slice(&[0, 7]);
@@ -187,15 +188,28 @@ fn dir_strategy() -> impl Strategy<Value = Dir> {
 fn primitive_strategy() -> impl Strategy<Value = Primitive> {
     let family = prop::sample::select(vec![AddrFamily::Any, AddrFamily::Ip, AddrFamily::Arp, AddrFamily::Rarp]);
     prop_oneof![
-        (family, dir_strategy(), 0..4usize).prop_map(|(family, dir, index)| Primitive::Host { family, dir, addr: IpAddr::from(IPV4[index]) }),
+        (family, dir_strategy(), 0..4usize).prop_map(|(family, dir, index)| Primitive::Host {
+            family,
+            dir,
+            addr: IpAddr::from(IPV4[index])
+        }),
         (prop::sample::select(vec![AddrFamily::Any, AddrFamily::Ip6]), dir_strategy(), 0..2usize)
             .prop_map(|(family, dir, index)| Primitive::Host { family, dir, addr: IpAddr::from(IPV6[index]) }),
-        (dir_strategy(), prop::sample::select(vec![("192.0.2.0", 24u8), ("10.0.0.0", 8), ("2001:db8::", 32), ("0.0.0.0", 0)]))
-            .prop_map(|(dir, (addr, prefix_len))| Primitive::Net { family: AddrFamily::Any, dir, net: IpNet { addr: addr.parse().unwrap(), prefix_len } }),
-        (prop::option::of(prop::sample::select(vec![6u8, 17, 132])), dir_strategy(), 0..6usize, 0..6usize).prop_map(|(proto, dir, low, high)| {
-            let (low, high) = (PORTS[low].min(PORTS[high]), PORTS[low].max(PORTS[high]));
-            Primitive::Port { proto, dir, low, high }
-        }),
+        (
+            dir_strategy(),
+            prop::sample::select(vec![("192.0.2.0", 24u8), ("10.0.0.0", 8), ("2001:db8::", 32), ("0.0.0.0", 0)])
+        )
+            .prop_map(|(dir, (addr, prefix_len))| Primitive::Net {
+                family: AddrFamily::Any,
+                dir,
+                net: IpNet { addr: addr.parse().unwrap(), prefix_len }
+            }),
+        (prop::option::of(prop::sample::select(vec![6u8, 17, 132])), dir_strategy(), 0..6usize, 0..6usize).prop_map(
+            |(proto, dir, low, high)| {
+                let (low, high) = (PORTS[low].min(PORTS[high]), PORTS[low].max(PORTS[high]));
+                Primitive::Port { proto, dir, low, high }
+            }
+        ),
         (dir_strategy(), 0..2usize).prop_map(|(dir, index)| Primitive::EtherHost { dir, mac: MACS[index] }),
         prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806, 0x8035, 0x88cc]).prop_map(Primitive::Network),
         (any::<bool>(), any::<bool>(), prop::sample::select(vec![0u8, 1, 6, 17, 44, 58, 60, 132]))
@@ -261,7 +275,10 @@ fn extracted(store: &InterfaceStore, window: TimeWindow, selection: Selection) -
     let mut packets = Vec::new();
     while let Some(record) = reader.next_raw_packet() {
         let record = record.unwrap();
-        packets.push((u64::from(record.ts_sec) * 1_000_000_000 + u64::from(record.ts_frac) * 1000, record.data.into_owned()));
+        packets.push((
+            u64::from(record.ts_sec) * 1_000_000_000 + u64::from(record.ts_frac) * 1000,
+            record.data.into_owned(),
+        ));
     }
     packets
 }

@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 /// digits (`1700000000.25`), or RFC 3339 (`2023-11-14T22:13:20Z`).
 /// Returns nanoseconds since the epoch.
 pub fn parse_time(text: &str) -> Result<u64, String> {
-    let accepted = "accepted are epoch seconds with an optional fraction (1700000000.25) and RFC 3339 (2023-11-14T22:13:20Z)";
+    let accepted =
+        "accepted are epoch seconds with an optional fraction (1700000000.25) and RFC 3339 (2023-11-14T22:13:20Z)";
     if text.starts_with(|c: char| c.is_ascii_digit()) && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
         let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
         if fraction.len() > 9 || fraction.contains('.') {
@@ -16,12 +17,12 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
         }
         let seconds: u64 = seconds.parse().map_err(|_| format!("invalid time {text:?}; {accepted}"))?;
         let nanos: u64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().expect("nine digits") };
-        return seconds
-            .checked_mul(NANOS_PER_SEC)
-            .and_then(|ns| ns.checked_add(nanos))
-            .ok_or_else(|| format!("invalid time {text:?}: the latest accepted time is epoch 18446744073 (2554-07-21)"));
+        return seconds.checked_mul(NANOS_PER_SEC).and_then(|ns| ns.checked_add(nanos)).ok_or_else(|| {
+            format!("invalid time {text:?}: the latest accepted time is epoch 18446744073 (2554-07-21)")
+        });
     }
-    let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|err| format!("invalid time {text:?} ({err}); {accepted}"))?;
+    let parsed =
+        OffsetDateTime::parse(text, &Rfc3339).map_err(|err| format!("invalid time {text:?} ({err}); {accepted}"))?;
     let nanos = parsed.unix_timestamp_nanos();
     u64::try_from(nanos).map_err(|_| format!("invalid time {text:?}: times before 1970 are not accepted"))
 }
@@ -32,7 +33,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (number, suffix) = trimmed.split_at(digits_end);
-    let number: u64 = number.parse().map_err(|_| format!("invalid size {text:?}; give a number of bytes with an optional K, M, G or T suffix, such as 256M"))?;
+    let number: u64 = number.parse().map_err(|_| {
+        format!("invalid size {text:?}; give a number of bytes with an optional K, M, G or T suffix, such as 256M")
+    })?;
     let multiplier: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use pktvault_engine::capture::{capture, CaptureConfig};
-use pktvault_engine::extract::{extract as run_extract, recorded_range, ExtractOutcomeError, ExtractRequest, Selection};
+use pktvault_engine::extract::{
+    extract as run_extract, recorded_range, ExtractOutcomeError, ExtractRequest, Selection,
+};
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
@@ -75,7 +77,8 @@ fn skipped_note(skipped: u64) -> String {
 pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let limits = segment_limits(&args.segments)?;
     let buffer_bytes = parse_size(&args.buffer_size).map_err(|err| anyhow::anyhow!("--buffer-size: {err}"))?;
-    let buffer_bytes = u32::try_from(buffer_bytes).map_err(|_| anyhow::anyhow!("--buffer-size {} is too large; at most 4G-1 is accepted", args.buffer_size))?;
+    let buffer_bytes = u32::try_from(buffer_bytes)
+        .map_err(|_| anyhow::anyhow!("--buffer-size {} is too large; at most 4G-1 is accepted", args.buffer_size))?;
     if args.snaplen == 0 || args.snaplen > 262_144 {
         bail!("--snaplen {} is out of range; accepted are 1 to 262144 bytes", args.snaplen);
     }
@@ -128,7 +131,8 @@ impl Destination {
 
     fn commit(&self) -> anyhow::Result<()> {
         if let Destination::File { path, partial } = self {
-            std::fs::rename(partial, path).with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+            std::fs::rename(partial, path)
+                .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
         }
         Ok(())
     }
@@ -174,7 +178,10 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
                     "pktvault: warning: linktype {linktype} is not decoded by the default filter language, so only protocol-independent primitives match it; use --bpf"
                 );
             }
-            eprintln!("{} packets extracted ({} candidates read from {} segments)", stats.packets, stats.candidates, stats.segments_read);
+            eprintln!(
+                "{} packets extracted ({} candidates read from {} segments)",
+                stats.packets, stats.candidates, stats.segments_read
+            );
             Ok(if stats.packets == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Err(ExtractOutcomeError::Empty(err)) => {
@@ -182,7 +189,9 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
             eprintln!("pktvault: {err}");
             Ok(ExitCode::from(1))
         }
-        Err(ExtractOutcomeError::Engine(pktvault_engine::Error::Output(err))) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(ExtractOutcomeError::Engine(pktvault_engine::Error::Output(err)))
+            if err.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
             Ok(ExitCode::SUCCESS)
         }
         Err(ExtractOutcomeError::Engine(err)) => {
@@ -207,12 +216,19 @@ struct InterfaceStatus {
 
 fn dir_bytes(path: &Path) -> u64 {
     std::fs::read_dir(path)
-        .map(|entries| entries.filter_map(|entry| entry.ok()?.metadata().ok()).filter(|meta| meta.is_file()).map(|meta| meta.len()).sum())
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .filter(|meta| meta.is_file())
+                .map(|meta| meta.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let entries = std::fs::read_dir(&args.data_dir).with_context(|| format!("cannot read data directory {}", args.data_dir.display()))?;
+    let entries = std::fs::read_dir(&args.data_dir)
+        .with_context(|| format!("cannot read data directory {}", args.data_dir.display()))?;
     let mut ifids: Vec<u32> = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect();
     ifids.sort_unstable();
     let mut report = Vec::new();

@@ -25,7 +25,13 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { interface: String::new(), snaplen: 262_144, promiscuous: true, buffer_bytes: 32 << 20, capture_filter: None }
+        CaptureConfig {
+            interface: String::new(),
+            snaplen: 262_144,
+            promiscuous: true,
+            buffer_bytes: 32 << 20,
+            capture_filter: None,
+        }
     }
 }
 
@@ -56,7 +62,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// rates are written at once and a stop request is seen within
 /// [`POLL_INTERVAL`] even when no packet arrives.
 pub fn capture(config: &CaptureConfig, ingester: &mut Ingester, stop: &AtomicBool) -> Result<CaptureStats> {
-    let capture_error = |err: pcap::Error| Error::Capture { interface: config.interface.clone(), message: err.to_string() };
+    let capture_error =
+        |err: pcap::Error| Error::Capture { interface: config.interface.clone(), message: err.to_string() };
     let inactive = pcap::Capture::from_device(config.interface.as_str()).map_err(capture_error)?;
     let mut handle = inactive
         .promisc(config.promiscuous)
@@ -84,7 +91,10 @@ pub fn capture(config: &CaptureConfig, ingester: &mut Ingester, stop: &AtomicBoo
         if ready < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::Capture { interface: config.interface.clone(), message: format!("poll failed: {err}") });
+                return Err(Error::Capture {
+                    interface: config.interface.clone(),
+                    message: format!("poll failed: {err}"),
+                });
             }
         }
         loop {

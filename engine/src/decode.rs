@@ -57,7 +57,18 @@ pub fn is_decoded_linktype(linktype: u32) -> bool {
     use linktype::*;
     matches!(
         linktype & 0x03ff_ffff,
-        NULL | ETHERNET | PPP | RAW_BSD | RAW_OPENBSD | PPP_HDLC | RAW | C_HDLC | LOOP | LINUX_SLL | IPV4 | IPV6 | LINUX_SLL2
+        NULL | ETHERNET
+            | PPP
+            | RAW_BSD
+            | RAW_OPENBSD
+            | PPP_HDLC
+            | RAW
+            | C_HDLC
+            | LOOP
+            | LINUX_SLL
+            | IPV4
+            | IPV6
+            | LINUX_SLL2
     )
 }
 
@@ -72,7 +83,11 @@ pub enum Network {
     Ipv4(Ipv4),
     Ipv6(Ipv6),
     /// ARP (`rarp` is false) or RARP (`rarp` is true).
-    Arp { rarp: bool, spa: Option<[u8; 4]>, tpa: Option<[u8; 4]> },
+    Arp {
+        rarp: bool,
+        spa: Option<[u8; 4]>,
+        tpa: Option<[u8; 4]>,
+    },
 }
 
 /// IPv4 header fields, each `None` when beyond the captured bytes.
@@ -267,7 +282,8 @@ fn decode_by_version(data: &[u8], offset: usize) -> Network {
 fn decode_ipv4(data: &[u8], offset: usize) -> Network {
     let proto = data.get(offset + 9).copied();
     let first_fragment = be16(data, offset + 6).map(|flags| flags & 0x1fff == 0);
-    let mut ip = Ipv4 { proto, first_fragment, src: array(data, offset + 12), dst: array(data, offset + 16), ..Ipv4::default() };
+    let mut ip =
+        Ipv4 { proto, first_fragment, src: array(data, offset + 12), dst: array(data, offset + 16), ..Ipv4::default() };
     if let (Some(proto @ (IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)), Some(true)) = (proto, first_fragment) {
         // libpcap reads the header length without checking it against 5.
         let header_len = usize::from(data[offset] & 0x0f) * 4;

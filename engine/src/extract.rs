@@ -67,7 +67,9 @@ pub enum ExtractError {
 
 fn describe_range(available: &Option<(u64, u64)>) -> String {
     match available {
-        Some((first, last)) => format!("the recorded data covers {} to {}", format_epoch_ns(*first), format_epoch_ns(*last)),
+        Some((first, last)) => {
+            format!("the recorded data covers {} to {}", format_epoch_ns(*first), format_epoch_ns(*last))
+        }
         None => "nothing has been recorded for this interface yet".to_string(),
     }
 }
@@ -175,7 +177,11 @@ impl SegmentStream {
         Ok(None)
     }
 
-    fn next_packet(&mut self, request: &ExtractRequest, stats: &mut ExtractStats) -> Result<Option<(u64, u32, Pending)>> {
+    fn next_packet(
+        &mut self,
+        request: &ExtractRequest,
+        stats: &mut ExtractStats,
+    ) -> Result<Option<(u64, u32, Pending)>> {
         let found = match &mut self.sorted {
             Some(sorted) => sorted.next(),
             None => self.next_in_file_order(request, stats)?,
@@ -221,7 +227,10 @@ impl<W: Write> PcapOutput<W> {
 }
 
 /// Chooses the segments to read, or explains why there are none.
-fn select_segments(store: &InterfaceStore, request: &mut ExtractRequest) -> Result<Vec<SegmentMeta>, ExtractOutcomeError> {
+fn select_segments(
+    store: &InterfaceStore,
+    request: &mut ExtractRequest,
+) -> Result<Vec<SegmentMeta>, ExtractOutcomeError> {
     let window = request.window;
     let all = store.segments()?;
     let mut overlapping: Vec<SegmentMeta> = all
@@ -275,13 +284,21 @@ pub enum ExtractOutcomeError {
 ///
 /// Nothing is written when the result is an error, so a caller can still
 /// answer with an error instead of a pcap.
-pub fn extract<W: Write>(store: &InterfaceStore, request: &mut ExtractRequest, out: W) -> Result<ExtractStats, ExtractOutcomeError> {
+pub fn extract<W: Write>(
+    store: &InterfaceStore,
+    request: &mut ExtractRequest,
+    out: W,
+) -> Result<ExtractStats, ExtractOutcomeError> {
     let segments = select_segments(store, request)?;
     let linktype = segments[0].linktype;
     if let Selection::Bpf(filter) = &mut request.selection {
         filter.prepare(linktype)?;
     }
-    let resolution = if segments.iter().any(|meta| meta.resolution == TsResolution::Nano) { TsResolution::Nano } else { TsResolution::Micro };
+    let resolution = if segments.iter().any(|meta| meta.resolution == TsResolution::Nano) {
+        TsResolution::Nano
+    } else {
+        TsResolution::Micro
+    };
     let snaplen = segments.iter().map(|meta| meta.snaplen).max().unwrap_or(262_144);
     let mut stats = ExtractStats { linktype, ..ExtractStats::default() };
     if matches!(request.selection, Selection::Native(_)) && !is_decoded_linktype(linktype) {

@@ -149,7 +149,11 @@ impl SegmentIndex {
     pub fn union_range(&self, field: Field, first: &[u8], last: &[u8]) -> RoaringBitmap {
         let mut result = RoaringBitmap::new();
         for ((key_field, value), bitmap) in &self.bitmaps {
-            if *key_field == field && value.as_bytes().len() == first.len() && first <= value.as_bytes() && value.as_bytes() <= last {
+            if *key_field == field
+                && value.as_bytes().len() == first.len()
+                && first <= value.as_bytes()
+                && value.as_bytes() <= last
+            {
                 result |= bitmap;
             }
         }

@@ -83,7 +83,8 @@ impl Ingester {
 
     /// Appends one packet of link type `linktype`, captured with `snaplen`.
     pub fn ingest(&mut self, linktype: u32, snaplen: u32, packet: &SourcePacket<'_>) -> Result<()> {
-        let ts_ns = u64::from(packet.ts_sec) * NANOS_PER_SEC + u64::from(packet.ts_frac) * packet.resolution.nanos_per_unit();
+        let ts_ns =
+            u64::from(packet.ts_sec) * NANOS_PER_SEC + u64::from(packet.ts_frac) * packet.resolution.nanos_per_unit();
         let key = (linktype, packet.resolution);
         let record_bytes = RECORD_HEADER_BYTES + packet.data.len() as u64;
         let bucket_ns = self.limits.seconds.saturating_mul(NANOS_PER_SEC);
@@ -104,7 +105,12 @@ impl Ingester {
             self.open.insert(key, writer);
         }
         let writer = self.open.get_mut(&key).expect("segment is open");
-        let header = RecordHeader { ts_sec: packet.ts_sec, ts_frac: packet.ts_frac, caplen: packet.data.len() as u32, wire_len: packet.wire_len };
+        let header = RecordHeader {
+            ts_sec: packet.ts_sec,
+            ts_frac: packet.ts_frac,
+            caplen: packet.data.len() as u32,
+            wire_len: packet.wire_len,
+        };
         let decoded = decode(linktype, packet.data, packet.wire_len);
         writer.append(header, ts_ns, packet.data, &decoded)?;
         self.stats.packets += 1;
@@ -112,7 +118,13 @@ impl Ingester {
         Ok(())
     }
 
-    fn create_segment(&mut self, ts_ns: u64, linktype: u32, snaplen: u32, resolution: TsResolution) -> Result<SegmentWriter> {
+    fn create_segment(
+        &mut self,
+        ts_ns: u64,
+        linktype: u32,
+        snaplen: u32,
+        resolution: TsResolution,
+    ) -> Result<SegmentWriter> {
         let pcap_dir = self.store.pcap_dir();
         // A file left by an interrupted run may hold the next id; skip past it.
         loop {

@@ -25,7 +25,8 @@ pub struct FileReport {
     pub warnings: Vec<String>,
 }
 
-const PCAP_MAGICS: [[u8; 4]; 4] = [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
+const PCAP_MAGICS: [[u8; 4]; 4] =
+    [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// Most warnings kept per file; further ones are counted.
@@ -76,13 +77,18 @@ pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
 
 fn describe(err: &PcapError) -> String {
     match err {
-        PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "the file ends in the middle of a record".into(),
+        PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file ends in the middle of a record".into()
+        }
         other => other.to_string(),
     }
 }
 
 fn import_pcap(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
-    let mut pcap = PcapReader::new(reader).map_err(|err| Error::BadInput { path: path.to_path_buf(), reason: format!("invalid pcap header: {}", describe(&err)) })?;
+    let mut pcap = PcapReader::new(reader).map_err(|err| Error::BadInput {
+        path: path.to_path_buf(),
+        reason: format!("invalid pcap header: {}", describe(&err)),
+    })?;
     let header = pcap.header();
     let linktype = u32::from(header.datalink);
     let resolution = match header.ts_resolution {
@@ -103,7 +109,13 @@ fn import_pcap(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) ->
                 break;
             }
         };
-        let packet = SourcePacket { ts_sec: record.ts_sec, ts_frac: record.ts_frac, resolution, wire_len: record.orig_len, data: &record.data };
+        let packet = SourcePacket {
+            ts_sec: record.ts_sec,
+            ts_frac: record.ts_frac,
+            resolution,
+            wire_len: record.orig_len,
+            data: &record.data,
+        };
         ingester.ingest(linktype, header.snaplen, &packet)?;
         report.packets += 1;
     }
@@ -136,7 +148,10 @@ fn pcapng_ts_ns(units: u64, tsresol: u8) -> Option<u64> {
 }
 
 fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
-    let mut pcapng = PcapNgReader::new(reader).map_err(|err| Error::BadInput { path: path.to_path_buf(), reason: format!("invalid pcapng section header: {}", describe(&err)) })?;
+    let mut pcapng = PcapNgReader::new(reader).map_err(|err| Error::BadInput {
+        path: path.to_path_buf(),
+        reason: format!("invalid pcapng section header: {}", describe(&err)),
+    })?;
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut report = FileReport::default();
     let mut record_number = 0u64;
@@ -144,7 +159,11 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
         let block = match block {
             Ok(block) => block,
             Err(err) => {
-                report.warn(format!("{}: stopped after packet {record_number}: {}; the packets before it were imported", path.display(), describe(&err)));
+                report.warn(format!(
+                    "{}: stopped after packet {record_number}: {}; the packets before it were imported",
+                    path.display(),
+                    describe(&err)
+                ));
                 break;
             }
         };
@@ -154,7 +173,8 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
                 continue;
             }
             Block::InterfaceDescription(idb) => {
-                let mut interface = Interface { linktype: u32::from(idb.linktype), snaplen: idb.snaplen, tsresol: 6, tsoffset: 0 };
+                let mut interface =
+                    Interface { linktype: u32::from(idb.linktype), snaplen: idb.snaplen, tsresol: 6, tsoffset: 0 };
                 for option in &idb.options {
                     match option {
                         InterfaceDescriptionOption::IfTsResol(tsresol) => interface.tsresol = *tsresol,
@@ -166,12 +186,17 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
                 continue;
             }
             // pcap-file stores the raw 64-bit timestamp as nanoseconds, whatever if_tsresol says.
-            Block::EnhancedPacket(epb) => (epb.interface_id, epb.timestamp.as_nanos() as u64, epb.original_len, epb.data),
+            Block::EnhancedPacket(epb) => {
+                (epb.interface_id, epb.timestamp.as_nanos() as u64, epb.original_len, epb.data)
+            }
             Block::Packet(pb) => (u32::from(pb.interface_id), pb.timestamp, pb.original_len, pb.data),
             Block::SimplePacket(_) => {
                 record_number += 1;
                 report.skipped += 1;
-                report.warn(format!("{}: packet {record_number} is a simple packet block without a timestamp; skipped", path.display()));
+                report.warn(format!(
+                    "{}: packet {record_number} is a simple packet block without a timestamp; skipped",
+                    path.display()
+                ));
                 continue;
             }
             _ => continue,
@@ -179,10 +204,14 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
         record_number += 1;
         let Some(interface) = interfaces.get(interface_id as usize).copied() else {
             report.skipped += 1;
-            report.warn(format!("{}: packet {record_number} names interface {interface_id}, which is not described; skipped", path.display()));
+            report.warn(format!(
+                "{}: packet {record_number} names interface {interface_id}, which is not described; skipped",
+                path.display()
+            ));
             continue;
         };
-        let ts_ns = pcapng_ts_ns(units, interface.tsresol).and_then(|ns| ns.checked_add(interface.tsoffset.checked_mul(NANOS_PER_SEC)?));
+        let ts_ns = pcapng_ts_ns(units, interface.tsresol)
+            .and_then(|ns| ns.checked_add(interface.tsoffset.checked_mul(NANOS_PER_SEC)?));
         let Some(ts_ns) = ts_ns.filter(|ns| ns / NANOS_PER_SEC <= u64::from(u32::MAX)) else {
             report.skipped += 1;
             report.warn(format!(

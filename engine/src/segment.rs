@@ -78,10 +78,21 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     /// Creates the file of segment `segment_id` in `pcap_dir` and writes its header.
-    pub fn create(pcap_dir: &Path, segment_id: u64, first_ts_ns: u64, linktype: u32, snaplen: u32, resolution: TsResolution) -> Result<SegmentWriter> {
+    pub fn create(
+        pcap_dir: &Path,
+        segment_id: u64,
+        first_ts_ns: u64,
+        linktype: u32,
+        snaplen: u32,
+        resolution: TsResolution,
+    ) -> Result<SegmentWriter> {
         let file_name = segment_file_name(first_ts_ns, segment_id);
         let path = pcap_dir.join(&file_name);
-        let file = File::options().write(true).create_new(true).open(&path).map_err(Error::io("cannot create segment", &path))?;
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io("cannot create segment", &path))?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
         file.write_all(&pcap_file_header(resolution, snaplen, linktype)).map_err(Error::io("cannot write", &path))?;
         let meta = SegmentMeta {
@@ -99,7 +110,14 @@ impl SegmentWriter {
             wire_bytes: 0,
             dropped: 0,
         };
-        Ok(SegmentWriter { path, file, meta, chunks: Vec::new(), index: SegmentIndex::default(), bucket_start_ns: first_ts_ns })
+        Ok(SegmentWriter {
+            path,
+            file,
+            meta,
+            chunks: Vec::new(),
+            index: SegmentIndex::default(),
+            bucket_start_ns: first_ts_ns,
+        })
     }
 
     /// The metadata so far.
@@ -121,7 +139,7 @@ impl SegmentWriter {
     pub fn append(&mut self, header: RecordHeader, ts_ns: u64, data: &[u8], decoded: &Decoded) -> Result<()> {
         debug_assert_eq!(header.caplen as usize, data.len());
         let packet = self.meta.packets as u32;
-        if packet % PACKETS_PER_CHUNK == 0 {
+        if packet.is_multiple_of(PACKETS_PER_CHUNK) {
             self.chunks.push(ChunkEntry { offset: self.meta.file_bytes, min_ts_ns: ts_ns, max_ts_ns: ts_ns });
         } else {
             let chunk = self.chunks.last_mut().expect("a chunk is open");
@@ -149,7 +167,11 @@ impl SegmentWriter {
     /// Flushes the file, makes it durable and returns what the index stores.
     pub fn seal(self) -> Result<(SegmentMeta, Vec<ChunkEntry>, SegmentIndex)> {
         let SegmentWriter { path, file, meta, chunks, index, .. } = self;
-        let file = file.into_inner().map_err(|err| Error::Io { action: "cannot write", path: path.clone(), source: err.into_error() })?;
+        let file = file.into_inner().map_err(|err| Error::Io {
+            action: "cannot write",
+            path: path.clone(),
+            source: err.into_error(),
+        })?;
         // A record longer than the snaplen of the header makes libpcap truncate
         // it, so the header is rewritten with the largest record length seen.
         file.write_all_at(&meta.snaplen.to_le_bytes(), 16).map_err(Error::io("cannot write", &path))?;
@@ -185,14 +207,26 @@ impl SegmentReader {
         let path = pcap_dir.join(&meta.file_name);
         let file = File::open(&path).map_err(Error::io("cannot open segment", &path))?;
         let mut header = [0u8; 24];
-        file.read_exact_at(&mut header, 0).map_err(|err| Error::DamagedSegment { path: path.clone(), reason: format!("cannot read the pcap header: {err}") })?;
+        file.read_exact_at(&mut header, 0).map_err(|err| Error::DamagedSegment {
+            path: path.clone(),
+            reason: format!("cannot read the pcap header: {err}"),
+        })?;
         let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         if magic != meta.resolution.pcap_magic() {
-            return Err(Error::DamagedSegment { path, reason: format!("pcap magic is {magic:#010x}, the index expects {:#010x}", meta.resolution.pcap_magic()) });
+            return Err(Error::DamagedSegment {
+                path,
+                reason: format!(
+                    "pcap magic is {magic:#010x}, the index expects {:#010x}",
+                    meta.resolution.pcap_magic()
+                ),
+            });
         }
         let expected_chunks = meta.packets.div_ceil(u64::from(PACKETS_PER_CHUNK));
         if chunks.len() as u64 != expected_chunks {
-            return Err(Error::DamagedSegment { path, reason: format!("the index has {} chunks for {} packets", chunks.len(), meta.packets) });
+            return Err(Error::DamagedSegment {
+                path,
+                reason: format!("the index has {} chunks for {} packets", chunks.len(), meta.packets),
+            });
         }
         Ok(SegmentReader { path, file, meta, chunks, loaded_chunk: None, buffer: Vec::new(), cursor: (0, 0) })
     }
@@ -218,9 +252,10 @@ impl SegmentReader {
             return Err(self.damaged(format!("chunk {chunk} spans bytes {start}..{end}")));
         }
         self.buffer.resize((end - start) as usize, 0);
-        self.file
-            .read_exact_at(&mut self.buffer, start)
-            .map_err(|err| Error::DamagedSegment { path: self.path.clone(), reason: format!("cannot read bytes {start}..{end}: {err}") })?;
+        self.file.read_exact_at(&mut self.buffer, start).map_err(|err| Error::DamagedSegment {
+            path: self.path.clone(),
+            reason: format!("cannot read bytes {start}..{end}: {err}"),
+        })?;
         self.loaded_chunk = Some(chunk);
         self.cursor = (chunk as u32 * PACKETS_PER_CHUNK, 0);
         Ok(())
@@ -246,7 +281,9 @@ impl SegmentReader {
             let data_start = offset + RECORD_HEADER_BYTES as usize;
             let data_end = data_start + header.caplen as usize;
             if data_end > self.buffer.len() {
-                return Err(self.damaged(format!("record {number} of {} bytes runs past the end of its chunk", header.caplen)));
+                return Err(
+                    self.damaged(format!("record {number} of {} bytes runs past the end of its chunk", header.caplen))
+                );
             }
             self.cursor = (number + 1, data_end);
             if number == packet {

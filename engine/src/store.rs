@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use pktvault_schema::keys::{self, Field};
 use pktvault_schema::segment::{decode_chunks, encode_chunks};
 use pktvault_schema::{ChunkEntry, FormatMarker, SegmentMeta};
-use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use roaring::RoaringBitmap;
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
 use crate::filter::plan::BitmapSource;
 use crate::index::SegmentIndex;
@@ -170,7 +170,10 @@ impl InterfaceStore {
     /// Returns a segment's chunk table.
     pub fn chunks(&self, segment_id: u64) -> Result<Vec<ChunkEntry>> {
         let bytes = self.get(&keys::segment_chunks(segment_id))?.ok_or_else(|| {
-            self.format_error(pktvault_schema::FormatError::Damaged { what: "chunk table", reason: format!("missing for segment {segment_id}") })
+            self.format_error(pktvault_schema::FormatError::Damaged {
+                what: "chunk table",
+                reason: format!("missing for segment {segment_id}"),
+            })
         })?;
         decode_chunks(&bytes).map_err(|source| self.format_error(source))
     }

@@ -52,9 +52,8 @@ impl FormatMarker {
 
     /// Checks a stored marker, magic first, then version.
     pub fn check(bytes: &[u8]) -> Result<(), FormatError> {
-        let marker: FormatMarker = serde_json::from_slice(bytes).map_err(|err| FormatError::BadMagic {
-            found: format!("<undecodable: {err}>"),
-        })?;
+        let marker: FormatMarker = serde_json::from_slice(bytes)
+            .map_err(|err| FormatError::BadMagic { found: format!("<undecodable: {err}>") })?;
         if marker.magic != INDEX_MAGIC {
             return Err(FormatError::BadMagic { found: marker.magic });
         }

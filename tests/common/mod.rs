@@ -2,6 +2,8 @@
 //! running tcpdump, and reading pcap output.
 #![allow(dead_code)]
 
+pub mod frames;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -30,7 +32,11 @@ pub fn pktvault_bin() -> PathBuf {
     let test_exe = std::env::current_exe().expect("test executable path");
     let target_dir = test_exe.parent().and_then(Path::parent).expect("target directory");
     let binary = target_dir.join("pktvault");
-    assert!(binary.exists(), "{} is missing; build it with 'cargo build --workspace' (cargo test --workspace does)", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing; build it with 'cargo build --workspace' (cargo test --workspace does)",
+        binary.display()
+    );
     binary
 }
 
@@ -69,7 +75,12 @@ pub fn corpus(name: &str) -> PathBuf {
 
 /// Fails the test when `tool` is not installed; tests never skip silently.
 pub fn require_tool(tool: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|out| out.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
     assert!(found, "{tool} is not installed; install it (apt-get install tcpdump tshark) or run .ci/run, which does");
 }
 
@@ -97,7 +108,12 @@ pub fn read_pcap(bytes: &[u8]) -> (PcapInfo, Vec<Packet>) {
 pub fn tcpdump_select(file: &Path, filter: &str) -> Vec<Packet> {
     require_tool("tcpdump");
     let output = Command::new("tcpdump").arg("-r").arg(file).args(["-w", "-", filter]).output().expect("run tcpdump");
-    assert!(output.status.success(), "tcpdump -r {} '{filter}' failed: {}", file.display(), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "tcpdump -r {} '{filter}' failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
     read_pcap(&output.stdout).1
 }
 
@@ -143,7 +159,11 @@ pub fn extract_all(data_dir: &Path, filter: &str, bpf: bool) -> (PcapInfo, Vec<P
         args.push(filter);
     }
     let output = pktvault(&args);
-    assert!(matches!(output.status.code(), Some(0) | Some(1)), "pktvault extract '{filter}' failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        matches!(output.status.code(), Some(0) | Some(1)),
+        "pktvault extract '{filter}' failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     if output.stdout.is_empty() {
         return (PcapInfo { linktype: 0, nanosecond: false, snaplen: 0 }, Vec::new());
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::ast::Expr;
-use super::parse::{parse, MAX_FILTER_BYTES};
+use super::parse::{parse, MAX_FILTER_BYTES, MAX_NESTING_DEPTH};
 use crate::decode::is_decoded_linktype;
 use crate::{Error, Result};
 
@@ -31,7 +31,12 @@ struct BpfInsn {
 #[link(name = "pcap")]
 extern "C" {
     /// libpcap's BPF interpreter (`pcap/bpf.h`); returns 0 when the packet is rejected.
-    fn bpf_filter(program: *const BpfInsn, packet: *const u8, wire_len: libc::c_uint, captured_len: libc::c_uint) -> libc::c_uint;
+    fn bpf_filter(
+        program: *const BpfInsn,
+        packet: *const u8,
+        wire_len: libc::c_uint,
+        captured_len: libc::c_uint,
+    ) -> libc::c_uint;
 }
 
 /// Opens a libpcap handle on an empty pcap file of `linktype`.
@@ -67,6 +72,13 @@ pub struct BpfFilter {
     programs: HashMap<u32, pcap::BpfProgram>,
 }
 
+impl std::fmt::Debug for BpfFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let linktypes: Vec<&u32> = self.programs.keys().collect();
+        f.debug_struct("BpfFilter").field("text", &self.text).field("compiled_for", &linktypes).finish()
+    }
+}
+
 impl BpfFilter {
     /// Checks the limits of `text`; programs are compiled by [`BpfFilter::prepare`].
     pub fn new(text: &str) -> Result<BpfFilter> {
@@ -83,6 +95,21 @@ impl BpfFilter {
         if operators > MAX_BPF_OPERATORS {
             return Err(Error::InvalidRequest(format!(
                 "the filter has {operators} 'and'/'or' operators; libpcap mode accepts at most {MAX_BPF_OPERATORS}"
+            )));
+        }
+        let mut depth = 0usize;
+        let mut max_depth = 0usize;
+        for c in text.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            max_depth = max_depth.max(depth);
+        }
+        if max_depth > MAX_NESTING_DEPTH {
+            return Err(Error::InvalidRequest(format!(
+                "the filter nests parentheses {max_depth} deep; at most {MAX_NESTING_DEPTH} levels are accepted"
             )));
         }
         Ok(BpfFilter { text: text.to_string(), programs: HashMap::new() })
@@ -134,7 +161,8 @@ impl BpfFilter {
         if !is_decoded_linktype(linktype) {
             return None;
         }
-        let words: Vec<&str> = self.text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '!').collect();
+        let words: Vec<&str> =
+            self.text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '!').collect();
         if words.iter().any(|word| OFFSET_SHIFTING_WORDS.contains(word)) {
             return None;
         }
@@ -189,7 +217,10 @@ mod tests {
     fn conjuncts_after_last_or() {
         assert_eq!(top_level_conjuncts("a or b and c and d"), vec!["c ", "d "]);
         assert_eq!(top_level_conjuncts("(a or b) and c"), vec!["( a or b ) ", "c "]);
-        assert_eq!(top_level_conjuncts("tcp[13] & 2 != 0 and host 192.0.2.1"), vec!["tcp[13] & 2 != 0 ", "host 192.0.2.1 "]);
+        assert_eq!(
+            top_level_conjuncts("tcp[13] & 2 != 0 and host 192.0.2.1"),
+            vec!["tcp[13] & 2 != 0 ", "host 192.0.2.1 "]
+        );
     }
 
     #[test]
@@ -205,6 +236,16 @@ mod tests {
         let frame = [0u8; 60];
         assert!(filter.matches(1, &frame, 1500));
         assert!(!filter.matches(1, &frame, 60));
+    }
+
+    #[test]
+    fn limits_are_enforced_before_libpcap() {
+        let chain = vec!["not host 192.0.2.1"; MAX_BPF_OPERATORS + 2].join(" and ");
+        assert!(BpfFilter::new(&chain).unwrap_err().to_string().contains("operators"));
+        let nested = format!("{}tcp{}", "(".repeat(40), ")".repeat(40));
+        assert!(BpfFilter::new(&nested).unwrap_err().to_string().contains("deep"));
+        let long = format!("host 192.0.2.1 {}", " ".repeat(MAX_FILTER_BYTES));
+        assert!(BpfFilter::new(&long).unwrap_err().to_string().contains("bytes"));
     }
 
     #[test]

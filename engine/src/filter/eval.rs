@@ -45,7 +45,9 @@ fn by_direction<T: Copy>(dir: Dir, src: Option<T>, dst: Option<T>, test: impl Fn
 }
 
 fn primitive_matches(primitive: &Primitive, packet: &Decoded) -> Outcome {
-    if packet.network == Network::Truncated && !matches!(primitive, Primitive::Length { .. } | Primitive::EtherHost { .. }) {
+    if packet.network == Network::Truncated
+        && !matches!(primitive, Primitive::Length { .. } | Primitive::EtherHost { .. })
+    {
         // The link header or a tag ends early: libpcap fails its first load.
         return Err(Truncated);
     }
@@ -97,7 +99,9 @@ fn in_net(net: &IpNet, bytes: &[u8]) -> bool {
 
 fn ipv4_test(packet: &Decoded, family: AddrFamily, dir: Dir, test: impl Fn([u8; 4]) -> bool) -> Outcome {
     match &packet.network {
-        Network::Ipv4(ip) if matches!(family, AddrFamily::Any | AddrFamily::Ip) => by_direction(dir, ip.src, ip.dst, test),
+        Network::Ipv4(ip) if matches!(family, AddrFamily::Any | AddrFamily::Ip) => {
+            by_direction(dir, ip.src, ip.dst, test)
+        }
         Network::Arp { rarp, spa, tpa }
             if family == AddrFamily::Any
                 || (family == AddrFamily::Arp && !rarp)
@@ -111,7 +115,9 @@ fn ipv4_test(packet: &Decoded, family: AddrFamily, dir: Dir, test: impl Fn([u8; 
 
 fn ipv6_test(packet: &Decoded, family: AddrFamily, dir: Dir, test: impl Fn([u8; 16]) -> bool) -> Outcome {
     match &packet.network {
-        Network::Ipv6(ip) if matches!(family, AddrFamily::Any | AddrFamily::Ip6) => by_direction(dir, ip.src, ip.dst, test),
+        Network::Ipv6(ip) if matches!(family, AddrFamily::Any | AddrFamily::Ip6) => {
+            by_direction(dir, ip.src, ip.dst, test)
+        }
         _ => Ok(false),
     }
 }

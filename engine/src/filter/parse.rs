@@ -130,7 +130,10 @@ fn arithmetic_hint(symbol: &str) -> String {
 pub fn parse(filter: &str) -> Result<Expr, FilterError> {
     let error = |position: usize, message: String| FilterError { filter: filter.to_string(), position, message };
     if filter.len() > MAX_FILTER_BYTES {
-        return Err(error(0, format!("the filter is {} bytes long; at most {MAX_FILTER_BYTES} bytes are accepted", filter.len())));
+        return Err(error(
+            0,
+            format!("the filter is {} bytes long; at most {MAX_FILTER_BYTES} bytes are accepted", filter.len()),
+        ));
     }
     let tokens = tokenize(filter).map_err(|(position, message)| error(position, message))?;
     if tokens.is_empty() {
@@ -289,7 +292,10 @@ impl Parser {
     fn enter(&mut self) -> ParseResult<()> {
         self.depth += 1;
         if self.depth > MAX_NESTING_DEPTH {
-            return Err((self.here(), format!("nesting is deeper than {MAX_NESTING_DEPTH} levels of parentheses and 'not'")));
+            return Err((
+                self.here(),
+                format!("nesting is deeper than {MAX_NESTING_DEPTH} levels of parentheses and 'not'"),
+            ));
         }
         Ok(())
     }
@@ -353,7 +359,8 @@ impl Parser {
             "greater" | "less" => {
                 self.last = None;
                 let (number_position, text) = self.next_word("a length in bytes")?;
-                let bytes = parse_number(&text, u64::from(u32::MAX), "length").map_err(|message| (number_position, message))?;
+                let bytes =
+                    parse_number(&text, u64::from(u32::MAX), "length").map_err(|message| (number_position, message))?;
                 Ok(Expr::Prim(Primitive::Length { greater: word == "greater", bytes: bytes as u32 }))
             }
             "proto" => {
@@ -363,7 +370,8 @@ impl Parser {
             }
             "l7proto" => Err((
                 position,
-                "'l7proto' needs application-protocol detection, which pktvault does not do; filter on ports instead".into(),
+                "'l7proto' needs application-protocol detection, which pktvault does not do; filter on ports instead"
+                    .into(),
             )),
             _ => {
                 if let Some(proto) = ProtoQualifier::from_word(&word) {
@@ -526,7 +534,10 @@ impl Parser {
             None => {
                 let qualifiers = Qualifiers { proto: None, dir: Dir::SrcOrDst, kind: None };
                 if id.starts_with(|c: char| c.is_ascii_digit()) && !id.contains(['.', ':']) {
-                    return Err((position, format!("a bare number '{id}' needs a qualifier, such as 'port {id}'; {SUPPORTED}")));
+                    return Err((
+                        position,
+                        format!("a bare number '{id}' needs a qualifier, such as 'port {id}'; {SUPPORTED}"),
+                    ));
                 }
                 self.id(position, &id, qualifiers)
             }
@@ -543,7 +554,9 @@ impl Parser {
                     Some(ProtoQualifier::Tcp) => Some(6),
                     Some(ProtoQualifier::Udp) => Some(17),
                     Some(ProtoQualifier::Sctp) => Some(132),
-                    Some(other) => return fail(format!("'{}' cannot qualify a port; use tcp, udp or sctp", other.name())),
+                    Some(other) => {
+                        return fail(format!("'{}' cannot qualify a port; use tcp, udp or sctp", other.name()))
+                    }
                 };
                 let (low, high) = if kind == Some(Kind::Port) {
                     let port = parse_port(id).map_err(|message| (position, message))?;
@@ -560,7 +573,9 @@ impl Parser {
                 Ok(Expr::Prim(Primitive::Net { family, dir, net }))
             }
             Some(Kind::Host) | None => {
-                if proto == Some(ProtoQualifier::Ether) || (id.contains([':', '-']) && parse_mac(id).is_some() && id.parse::<Ipv6Addr>().is_err()) {
+                if proto == Some(ProtoQualifier::Ether)
+                    || (id.contains([':', '-']) && parse_mac(id).is_some() && id.parse::<Ipv6Addr>().is_err())
+                {
                     return match parse_mac(id) {
                         Some(mac) => Ok(Expr::Prim(Primitive::EtherHost { dir, mac })),
                         None => fail(format!("'{id}' is not a MAC address; accepted forms are 00:11:22:33:44:55, 00-11-22-33-44-55 and 0011.2233.4455")),
@@ -600,7 +615,9 @@ impl Parser {
             IpAddr::V6(addr) => addr.octets().to_vec(),
         };
         if first != given {
-            return Err(fail(format!("'{id}' has host bits set beyond the /{prefix_len} prefix; write the network address instead")));
+            return Err(fail(format!(
+                "'{id}' has host bits set beyond the /{prefix_len} prefix; write the network address instead"
+            )));
         }
         Ok(net)
     }
@@ -655,7 +672,9 @@ fn parse_number(text: &str, max: u64, what: &str) -> Result<u64, String> {
     match parsed {
         Ok(value) if value <= max => Ok(value),
         Ok(value) => Err(format!("{what} {value} is out of range; accepted values are 0 to {max}")),
-        Err(_) => Err(format!("'{text}' is not a valid {what}; accepted are decimal, 0x hexadecimal and leading-zero octal numbers")),
+        Err(_) => Err(format!(
+            "'{text}' is not a valid {what}; accepted are decimal, 0x hexadecimal and leading-zero octal numbers"
+        )),
     }
 }
 
@@ -702,7 +721,8 @@ fn parse_short_ipv4(text: &str) -> Result<(IpAddr, u8), String> {
     }
     let mut octets = [0u8; 4];
     for (octet, part) in octets.iter_mut().zip(&parts) {
-        *octet = parse_number(part, 255, "address byte").map_err(|_| parse_address(text).err().unwrap_or_default())? as u8;
+        *octet =
+            parse_number(part, 255, "address byte").map_err(|_| parse_address(text).err().unwrap_or_default())? as u8;
     }
     Ok((IpAddr::V4(Ipv4Addr::from(octets)), (parts.len() * 8) as u8))
 }
@@ -841,7 +861,13 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for filter in ["src and dst host 192.0.2.1", "udp dst portrange 1-5", "vlan 100 and mpls 16", "ip6 proto 17", "greater 64"] {
+        for filter in [
+            "src and dst host 192.0.2.1",
+            "udp dst portrange 1-5",
+            "vlan 100 and mpls 16",
+            "ip6 proto 17",
+            "greater 64",
+        ] {
             let once = parsed(filter);
             assert_eq!(parsed(&once), once);
         }

@@ -95,7 +95,13 @@ fn by_direction(dir: Dir, src: RoaringBitmap, dst: RoaringBitmap) -> RoaringBitm
 }
 
 /// Looks up `first..=last` (a single value when equal) for a source and a destination field.
-fn pair(source: &dyn BitmapSource, dir: Dir, fields: (Field, Field), first: &[u8], last: &[u8]) -> Result<RoaringBitmap, Error> {
+fn pair(
+    source: &dyn BitmapSource,
+    dir: Dir,
+    fields: (Field, Field),
+    first: &[u8],
+    last: &[u8],
+) -> Result<RoaringBitmap, Error> {
     let lookup = |field: Field| -> Result<RoaringBitmap, Error> {
         if first == last {
             source.bitmap(field, first)
@@ -108,7 +114,14 @@ fn pair(source: &dyn BitmapSource, dir: Dir, fields: (Field, Field), first: &[u8
     Ok(by_direction(dir, src, dst))
 }
 
-fn address_bitmap(source: &dyn BitmapSource, family: AddrFamily, dir: Dir, v4: bool, first: &[u8], last: &[u8]) -> Result<RoaringBitmap, Error> {
+fn address_bitmap(
+    source: &dyn BitmapSource,
+    family: AddrFamily,
+    dir: Dir,
+    v4: bool,
+    first: &[u8],
+    last: &[u8],
+) -> Result<RoaringBitmap, Error> {
     let mut result = RoaringBitmap::new();
     if !v4 {
         if matches!(family, AddrFamily::Any | AddrFamily::Ip6) {

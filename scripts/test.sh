@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs the whole test suite. The tests compare
+# pktvault with tcpdump on the capture corpus in ../shared/corpus (set
+# PKTVAULT_CORPUS to use another folder) and record the loopback interface,
+# so they run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+# One target folder outside the clone, shared by every checkout, so the
+# RocksDB build (over ten minutes on two cores) is reused.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pktvault-target}"
+cargo build --workspace --all-targets
+cargo test --workspace --all-targets
