@@ -233,6 +233,9 @@ fn select_segments(
 ) -> Result<Vec<SegmentMeta>, ExtractOutcomeError> {
     let window = request.window;
     let all = store.segments()?;
+    if let Selection::Bpf(filter) = &mut request.selection {
+        check_compiles(filter, &all)?;
+    }
     let mut overlapping: Vec<SegmentMeta> = all
         .iter()
         .filter(|meta| meta.packets > 0 && window.overlaps(meta.min_ts_ns, meta.max_ts_ns))
@@ -269,6 +272,29 @@ fn select_segments(
     }
     overlapping.sort_by_key(|meta| (meta.min_ts_ns, meta.segment_id));
     Ok(overlapping)
+}
+
+/// Compiles a libpcap filter for every link type recorded, so that a typo is
+/// reported even for a window without packets. An error is returned only when
+/// no recorded link type accepts the filter: a filter may be valid for some
+/// link types and not others (`ether host` on raw IP, for example).
+fn check_compiles(filter: &mut BpfFilter, segments: &[SegmentMeta]) -> Result<()> {
+    let mut linktypes: Vec<u32> = segments.iter().map(|meta| meta.linktype).collect();
+    linktypes.sort_unstable();
+    linktypes.dedup();
+    if linktypes.is_empty() {
+        linktypes.push(crate::decode::linktype::ETHERNET);
+    }
+    let mut first_error = None;
+    for linktype in linktypes {
+        match filter.prepare(linktype) {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    Err(first_error.expect("at least one link type was tried"))
 }
 
 /// Error of [`extract`]: either an engine failure or an [`ExtractError`].
