@@ -1,13 +1,13 @@
 //! Header decoding for indexing and for the default filter mode.
 //!
 //! The decoder reads the same bytes at the same offsets as libpcap's generated
-//! BPF code does, so that filters agree with tcpdump on untagged traffic,
-//! malformed headers included: an IPv4 header is not validated, ports are read
-//! at `4 * IHL` even when IHL is below 5, and ARP addresses are read at fixed
-//! offsets. Unlike libpcap, it walks through VLAN tags, MPLS labels and IPv6
-//! extension headers. A field that lies beyond the captured bytes is `None`;
-//! the filter evaluator treats reading such a field as libpcap treats an
-//! out-of-bounds load, by rejecting the packet.
+//! BPF code does, so filters agree with tcpdump on untagged traffic, even on
+//! malformed headers. An IPv4 header is not validated, ports are read at
+//! `4 * IHL` even when IHL is below 5, and ARP addresses are read at fixed
+//! offsets. Unlike libpcap, the decoder walks through VLAN tags, MPLS labels
+//! and IPv6 extension headers. A field beyond the captured bytes is `None`,
+//! and the filter evaluator rejects a packet when it reads such a field, as
+//! libpcap does on an out-of-bounds load.
 //!
 //! A hand-written decoder is used instead of a parsing library because
 //! libraries validate headers (and drop malformed ones) where libpcap does not,
@@ -190,8 +190,8 @@ fn decode_null(data: &[u8], big_endian: bool) -> Network {
     let family = if big_endian {
         u32::from_be_bytes(bytes)
     } else {
-        // The file does not say which byte order the capturing host had; a
-        // family number is small, so the order that yields a small value wins.
+        // The file does not record the capturing host's byte order. A family
+        // number is small, so the byte order that yields a small value is used.
         let little = u32::from_le_bytes(bytes);
         if little <= 0xffff {
             little

@@ -21,7 +21,7 @@ use crate::segment::{pcap_file_header, RecordHeader, SegmentReader};
 use crate::store::InterfaceStore;
 use crate::{Error, Result};
 
-/// How packets are selected.
+/// The packet selection of an extraction.
 pub enum Selection {
     /// Every packet of the window.
     All,
@@ -31,7 +31,7 @@ pub enum Selection {
     Bpf(BpfFilter),
 }
 
-/// What to extract.
+/// An extraction request.
 pub struct ExtractRequest {
     pub window: TimeWindow,
     pub selection: Selection,
@@ -53,7 +53,7 @@ pub struct ExtractStats {
     pub undecoded_linktypes: Vec<u32>,
 }
 
-/// Why an extraction produced nothing.
+/// Reasons an extraction produced no pcap.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExtractError {
@@ -309,7 +309,7 @@ pub enum ExtractOutcomeError {
 /// Writes the packets selected by `request` to `out` as one pcap file.
 ///
 /// Nothing is written when the result is an error, so a caller can still
-/// answer with an error instead of a pcap.
+/// return an error response instead of a pcap.
 pub fn extract<W: Write>(
     store: &InterfaceStore,
     request: &mut ExtractRequest,

@@ -102,7 +102,7 @@ impl KeyValue {
         KeyValue { len: value.len() as u8, bytes }
     }
 
-    /// The value's bytes.
+    /// Returns the value's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
@@ -127,7 +127,7 @@ impl SegmentIndex {
         self.bitmaps.len()
     }
 
-    /// Whether no key has been added.
+    /// Returns whether no key has been added.
     pub fn is_empty(&self) -> bool {
         self.bitmaps.is_empty()
     }

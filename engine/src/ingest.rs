@@ -71,7 +71,7 @@ impl Ingester {
         Ok(Ingester { store, limits, open: HashMap::new(), next_segment_id, stats: IngestStats::default() })
     }
 
-    /// The store being written.
+    /// Returns the store being written.
     pub fn store(&self) -> &InterfaceStore {
         &self.store
     }

@@ -14,7 +14,7 @@ use pktvault_schema::TsResolution;
 use crate::ingest::{Ingester, SourcePacket};
 use crate::{Error, Result};
 
-/// What importing one file did.
+/// The outcome of importing one file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileReport {
     /// Packets written.
@@ -185,7 +185,7 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
                 interfaces.push(interface);
                 continue;
             }
-            // pcap-file stores the raw 64-bit timestamp as nanoseconds, whatever if_tsresol says.
+            // pcap-file 2.0 stores the raw 64-bit timestamp as nanoseconds and ignores if_tsresol.
             Block::EnhancedPacket(epb) => {
                 (epb.interface_id, epb.timestamp.as_nanos() as u64, epb.original_len, epb.data)
             }

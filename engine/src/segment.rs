@@ -38,7 +38,7 @@ pub fn segment_file_name(first_ts_ns: u64, segment_id: u64) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct RecordHeader {
     pub ts_sec: u32,
-    /// Microseconds or nanoseconds, as the segment's resolution says.
+    /// Microseconds or nanoseconds, by the segment's resolution.
     pub ts_frac: u32,
     pub caplen: u32,
     pub wire_len: u32,
@@ -120,7 +120,7 @@ impl SegmentWriter {
         })
     }
 
-    /// The metadata so far.
+    /// Returns the metadata so far.
     pub fn meta(&self) -> &SegmentMeta {
         &self.meta
     }
@@ -231,12 +231,12 @@ impl SegmentReader {
         Ok(SegmentReader { path, file, meta, chunks, loaded_chunk: None, buffer: Vec::new(), cursor: (0, 0) })
     }
 
-    /// The segment's metadata.
+    /// Returns the segment's metadata.
     pub fn meta(&self) -> &SegmentMeta {
         &self.meta
     }
 
-    /// The chunk table.
+    /// Returns the chunk table.
     pub fn chunks(&self) -> &[ChunkEntry] {
         &self.chunks
     }

@@ -1,6 +1,6 @@
 //! The RocksDB index of one interface.
 //!
-//! Layout on disk: `DATA_DIR/<ifid>/pcap/` holds the segment files and
+//! Layout on disk: `DATA_DIR/<ifid>/pcap/` contains the segment files and
 //! `DATA_DIR/<ifid>/index/` the RocksDB database (keys in `pktvault_schema::keys`).
 
 use std::path::{Path, PathBuf};
@@ -88,22 +88,22 @@ impl InterfaceStore {
         self.db.get(key).map_err(|source| self.index_error(source))
     }
 
-    /// The interface id.
+    /// Returns the interface id.
     pub fn ifid(&self) -> u32 {
         self.ifid
     }
 
-    /// Whether the store was opened for writing.
+    /// Returns whether the store was opened for writing.
     pub fn is_writable(&self) -> bool {
         self.writable
     }
 
-    /// The folder holding the segment files.
+    /// Returns the folder of the segment files.
     pub fn pcap_dir(&self) -> PathBuf {
         self.root.join("pcap")
     }
 
-    /// The RocksDB folder.
+    /// Returns the RocksDB folder.
     pub fn index_dir(&self) -> &Path {
         &self.index_path
     }

@@ -115,7 +115,7 @@ impl BpfFilter {
         Ok(BpfFilter { text: text.to_string(), programs: HashMap::new() })
     }
 
-    /// The filter text.
+    /// Returns the filter text.
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -140,8 +140,8 @@ impl BpfFilter {
         };
         let instructions = program.get_instructions();
         // SAFETY: `BpfInstruction` is a transparent wrapper of libpcap's
-        // `struct bpf_insn`, laid out as `BpfInsn`; the program was validated
-        // by libpcap's compiler and `bpf_filter` reads at most `data.len()` bytes.
+        // `struct bpf_insn`, which `BpfInsn` mirrors. libpcap's compiler produced
+        // the program, and `bpf_filter` reads at most `data.len()` bytes.
         let result = unsafe {
             bpf_filter(instructions.as_ptr() as *const BpfInsn, data.as_ptr(), wire_len, data.len() as libc::c_uint)
         };
@@ -152,11 +152,11 @@ impl BpfFilter {
     /// every packet libpcap accepts on `linktype`, or `None` when the index
     /// cannot prune this filter soundly.
     ///
-    /// The rule: the link type must be one the decoder reads at libpcap's
-    /// offsets; the filter must not contain a word that shifts libpcap's
-    /// offsets (`vlan`, `mpls`, ...); then either the whole filter parses in
-    /// the default language, or its top-level conjuncts that parse alone are
-    /// used. Negations never prune (see `plan::monotone_candidates`).
+    /// The link type must be one the decoder reads at libpcap's offsets, and
+    /// the filter must not contain a word that shifts libpcap's offsets
+    /// (`vlan`, `mpls`, ...). Then the whole filter is used if it parses in the
+    /// default language, and otherwise its top-level conjuncts that parse
+    /// alone. Negations never prune (see `plan::monotone_candidates`).
     pub fn pruning_expr(&self, linktype: u32) -> Option<Expr> {
         if !is_decoded_linktype(linktype) {
             return None;

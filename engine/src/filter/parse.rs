@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::ast::{AddrFamily, Dir, Expr, IpNet, Primitive};
 
-/// Longest filter text accepted, in bytes.
+/// Maximum length of a filter, in bytes.
 pub const MAX_FILTER_BYTES: usize = 4096;
 /// Deepest nesting of parentheses and `not` accepted.
 pub const MAX_NESTING_DEPTH: usize = 32;
@@ -29,7 +29,7 @@ pub struct FilterError {
     pub filter: String,
     /// Byte offset of the offending token.
     pub position: usize,
-    /// What was wrong and what is accepted.
+    /// The problem and the accepted forms.
     pub message: String,
 }
 
@@ -207,7 +207,7 @@ impl ProtoQualifier {
         }
     }
 
-    /// The primitive a protocol word stands for when used alone.
+    /// Returns the primitive a protocol word means when used alone.
     fn alone(self) -> Option<Primitive> {
         Some(match self {
             ProtoQualifier::Ether => return None,
