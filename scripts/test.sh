@@ -10,5 +10,9 @@ bash scripts/setup.sh
 # One target folder outside the clone, shared by every checkout, so the
 # RocksDB build (over ten minutes on two cores) is reused.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pktvault-target}"
+# Cargo may take another checkout's build of these crates as up to date, and
+# their tests locate the corpus through the checkout they were built in, so
+# they are always rebuilt here; dependencies such as RocksDB stay cached.
+cargo clean --quiet -p pktvault-schema -p pktvault-engine -p pktvault-cli -p pktvault-suite
 cargo build --workspace --all-targets
 cargo test --workspace --all-targets

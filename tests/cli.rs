@@ -8,12 +8,12 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use common::recorder::Recorder;
 use common::*;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -658,78 +658,11 @@ fn window_rfc3339_matches_epoch() {
 // Live recording
 // ---------------------------------------------------------------------------
 
-/// A `pktvault record` child process, killed by its pid if the test ends early.
-struct Recorder {
-    child: Child,
-    stderr_path: PathBuf,
-}
-
-impl Recorder {
-    fn stderr(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = fs::File::open(&self.stderr_path) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// Waits up to `timeout` for the child to exit and returns its exit status code.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for pktvault record") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pktvault record did not exit within {timeout:?} of SIGINT; stderr: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Child::kill sends SIGKILL to this child's pid only.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn record_loopback_udp() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
-    let stderr_path = dir.path().join("record.stderr");
-    let stderr_file = fs::File::create(&stderr_path).expect("create stderr file");
-    let child = Command::new(pktvault_bin())
-        .args(["record", "--data-dir", &path_arg(&data_dir), "-i", "lo"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_file)
-        .spawn()
-        .expect("start pktvault record");
-    let mut recorder = Recorder { child, stderr_path };
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !recorder.stderr().contains("capture started") {
-        if let Some(status) = recorder.child.try_wait().expect("poll pktvault record") {
-            panic!(
-                "pktvault record -i lo exited with {status} before capture started; live capture needs root (CAP_NET_RAW) and the lo interface. stderr: {}",
-                recorder.stderr()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pktvault record -i lo did not log 'capture started' within 30 s; stderr: {}",
-            recorder.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut recorder = Recorder::start(&data_dir, dir.path());
 
     // The receiver stays bound, so the kernel sends no ICMP port-unreachable replies.
     let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind UDP receiver");
@@ -744,10 +677,7 @@ fn record_loopback_udp() {
     }
     std::thread::sleep(Duration::from_secs(1));
 
-    let pid = libc::pid_t::try_from(recorder.child.id()).expect("pid fits in pid_t");
-    // SAFETY: kill(2) with the pid of a child this test started and has not reaped yet.
-    let sent = unsafe { libc::kill(pid, libc::SIGINT) };
-    assert_eq!(sent, 0, "kill({pid}, SIGINT) failed: {}", std::io::Error::last_os_error());
+    recorder.signal(libc::SIGINT);
     let code = recorder.wait_exit(Duration::from_secs(15));
     let record_stderr = recorder.stderr();
     assert_eq!(code, Some(0), "pktvault record exited with {code:?} after SIGINT; stderr: {record_stderr}");

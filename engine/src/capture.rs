@@ -56,6 +56,10 @@ fn dlt_to_linktype(dlt: i32) -> u32 {
 /// How often the capture loop wakes up to check `stop` and read drop counters.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often the open segments are made durable and extractable. Extraction
+/// sees a packet at most this long, plus one poll interval, after its capture.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Captures packets on `config.interface` into `ingester` until `stop` is set.
 ///
 /// The capture runs in immediate mode without blocking, so packets at low
@@ -84,6 +88,7 @@ pub fn capture(config: &CaptureConfig, ingester: &mut Ingester, stop: &AtomicBoo
     let fd = handle.as_raw_fd();
     let mut stats = CaptureStats::default();
     let mut last_stats_read = Instant::now();
+    let mut last_checkpoint = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut poll_fd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the capture's descriptor, which lives as long as `handle`.
@@ -117,6 +122,10 @@ pub fn capture(config: &CaptureConfig, ingester: &mut Ingester, stop: &AtomicBoo
             if stop.load(Ordering::Relaxed) {
                 break;
             }
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            last_checkpoint = Instant::now();
+            ingester.checkpoint()?;
         }
         if last_stats_read.elapsed() >= Duration::from_secs(1) {
             last_stats_read = Instant::now();

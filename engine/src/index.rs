@@ -132,11 +132,12 @@ impl SegmentIndex {
         self.bitmaps.is_empty()
     }
 
-    /// Returns the keys with their bitmaps, each optimized for storage.
-    pub fn into_entries(self) -> impl Iterator<Item = (Field, KeyValue, RoaringBitmap)> {
-        self.bitmaps.into_iter().map(|((field, value), mut bitmap)| {
+    /// Returns the keys with copies of their bitmaps, optimized for storage.
+    pub fn optimized_entries(&self) -> impl Iterator<Item = (Field, KeyValue, RoaringBitmap)> + '_ {
+        self.bitmaps.iter().map(|((field, value), bitmap)| {
+            let mut bitmap = bitmap.clone();
             bitmap.optimize();
-            (field, value, bitmap)
+            (*field, *value, bitmap)
         })
     }
 

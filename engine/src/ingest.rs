@@ -6,7 +6,7 @@ use pktvault_schema::time::NANOS_PER_SEC;
 use pktvault_schema::TsResolution;
 
 use crate::decode::decode;
-use crate::segment::{RecordHeader, SegmentWriter, RECORD_HEADER_BYTES};
+use crate::segment::{recover_open_segment, RecordHeader, SegmentWriter, RECORD_HEADER_BYTES};
 use crate::store::InterfaceStore;
 use crate::{Error, Result};
 
@@ -67,6 +67,7 @@ impl Ingester {
                 limits.seconds, limits.bytes
             )));
         }
+        recover_open_segments(&store)?;
         let next_segment_id = store.next_segment_id()?;
         Ok(Ingester { store, limits, open: HashMap::new(), next_segment_id, stats: IngestStats::default() })
     }
@@ -139,9 +140,22 @@ impl Ingester {
 
     fn seal(&mut self, writer: SegmentWriter) -> Result<()> {
         let (meta, chunks, index) = writer.seal()?;
-        self.store.commit_segment(&meta, &chunks, index)?;
+        self.store.commit_segment(&meta, &chunks, &index)?;
         self.stats.segments_sealed += 1;
         tracing::debug!(segment_id = meta.segment_id, packets = meta.packets, file = %meta.file_name, "segment sealed");
+        Ok(())
+    }
+
+    /// Makes every packet ingested so far durable and extractable: flushes and
+    /// syncs the open segment files, then stores a checkpoint of each in the index.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        for writer in self.open.values_mut() {
+            if writer.meta().packets == 0 {
+                continue;
+            }
+            let (meta, chunks, index) = writer.checkpoint()?;
+            self.store.commit_segment(&meta, chunks, index)?;
+        }
         Ok(())
     }
 
@@ -167,4 +181,21 @@ impl Ingester {
         self.flush()?;
         Ok((self.store, self.stats))
     }
+}
+
+/// Seals the segments a previous writer left open (after a crash or
+/// `kill -9`): each file is cut back to its last checkpoint.
+fn recover_open_segments(store: &InterfaceStore) -> Result<()> {
+    for mut meta in store.segments()?.into_iter().filter(|meta| !meta.sealed) {
+        recover_open_segment(&store.pcap_dir(), &meta)?;
+        meta.sealed = true;
+        store.update_meta(&meta)?;
+        tracing::warn!(
+            segment_id = meta.segment_id,
+            packets = meta.packets,
+            file = %meta.file_name,
+            "recovered a segment left open; packets after its last checkpoint were not reported durable and are dropped"
+        );
+    }
+    Ok(())
 }

@@ -74,6 +74,8 @@ pub struct SegmentWriter {
     index: SegmentIndex,
     /// Start of the time bucket: the first packet's timestamp.
     bucket_start_ns: u64,
+    /// Whether the folder entry of the new file has been made durable.
+    synced_dir: bool,
 }
 
 impl SegmentWriter {
@@ -109,6 +111,7 @@ impl SegmentWriter {
             file_bytes: FILE_HEADER_BYTES,
             wire_bytes: 0,
             dropped: 0,
+            sealed: false,
         };
         Ok(SegmentWriter {
             path,
@@ -117,6 +120,7 @@ impl SegmentWriter {
             chunks: Vec::new(),
             index: SegmentIndex::default(),
             bucket_start_ns: first_ts_ns,
+            synced_dir: false,
         })
     }
 
@@ -164,9 +168,24 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Makes every packet appended so far durable and returns the open
+    /// segment's metadata, chunk table and bitmaps for a checkpoint in the index.
+    pub fn checkpoint(&mut self) -> Result<(SegmentMeta, &[ChunkEntry], &SegmentIndex)> {
+        self.file.flush().map_err(Error::io("cannot write", &self.path))?;
+        self.file.get_ref().sync_data().map_err(Error::io("cannot sync", &self.path))?;
+        if !self.synced_dir {
+            if let Some(dir) = self.path.parent() {
+                sync_dir(dir)?;
+            }
+            self.synced_dir = true;
+        }
+        Ok((self.meta.clone(), &self.chunks, &self.index))
+    }
+
     /// Flushes the file, makes it durable and returns what the index stores.
     pub fn seal(self) -> Result<(SegmentMeta, Vec<ChunkEntry>, SegmentIndex)> {
-        let SegmentWriter { path, file, meta, chunks, index, .. } = self;
+        let SegmentWriter { path, file, mut meta, chunks, index, .. } = self;
+        meta.sealed = true;
         let file = file.into_inner().map_err(|err| Error::Io {
             action: "cannot write",
             path: path.clone(),
@@ -291,4 +310,22 @@ impl SegmentReader {
             }
         }
     }
+}
+
+/// Brings the file of an interrupted open segment back to its last
+/// checkpoint: cuts it to `meta.file_bytes` (the bytes after it were never
+/// reported durable) and writes the snaplen a sealed segment would have.
+pub fn recover_open_segment(pcap_dir: &Path, meta: &SegmentMeta) -> Result<()> {
+    let path = pcap_dir.join(&meta.file_name);
+    let file = File::options().write(true).open(&path).map_err(Error::io("cannot open segment", &path))?;
+    let length = file.metadata().map_err(Error::io("cannot read the size of", &path))?.len();
+    if length < meta.file_bytes {
+        return Err(Error::DamagedSegment {
+            path,
+            reason: format!("the file has {length} bytes, its last checkpoint recorded {}", meta.file_bytes),
+        });
+    }
+    file.set_len(meta.file_bytes).map_err(Error::io("cannot truncate", &path))?;
+    file.write_all_at(&meta.snaplen.to_le_bytes(), 16).map_err(Error::io("cannot write", &path))?;
+    file.sync_all().map_err(Error::io("cannot sync", &path))
 }

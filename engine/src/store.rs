@@ -141,14 +141,15 @@ impl InterfaceStore {
         Ok(next)
     }
 
-    /// Stores a sealed segment's metadata, chunk table and bitmaps in one synced batch.
-    pub fn commit_segment(&self, meta: &SegmentMeta, chunks: &[ChunkEntry], index: SegmentIndex) -> Result<()> {
+    /// Stores a segment's metadata, chunk table and bitmaps in one synced
+    /// batch; for an open segment this replaces its previous checkpoint.
+    pub fn commit_segment(&self, meta: &SegmentMeta, chunks: &[ChunkEntry], index: &SegmentIndex) -> Result<()> {
         let id = meta.segment_id;
         let mut batch = WriteBatch::default();
         batch.put(keys::segment_meta(id), meta.encode());
         batch.put(keys::segment_chunks(id), encode_chunks(chunks));
         let mut buffer = Vec::new();
-        for (field, value, bitmap) in index.into_entries() {
+        for (field, value, bitmap) in index.optimized_entries() {
             buffer.clear();
             bitmap.serialize_into(&mut buffer).expect("writing to a Vec cannot fail");
             batch.put(keys::bitmap(id, field, value.as_bytes()), &buffer);
@@ -156,6 +157,15 @@ impl InterfaceStore {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options).map_err(|source| self.index_error(source))
+    }
+
+    /// Replaces a segment's metadata.
+    pub fn update_meta(&self, meta: &SegmentMeta) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_opt(keys::segment_meta(meta.segment_id), meta.encode(), &options)
+            .map_err(|source| self.index_error(source))
     }
 
     /// Deletes every index entry of a segment with one range delete.

@@ -70,6 +70,15 @@ pub struct SegmentMeta {
     /// Packets the capture source reported as dropped while this segment was open.
     #[serde(default)]
     pub dropped: u64,
+    /// Whether the segment is complete. An open segment's entry is a
+    /// checkpoint: its file may hold more bytes than `file_bytes`, and readers
+    /// read only up to `file_bytes`.
+    #[serde(default = "sealed_default")]
+    pub sealed: bool,
+}
+
+fn sealed_default() -> bool {
+    true
 }
 
 impl SegmentMeta {
@@ -175,6 +184,7 @@ mod tests {
             file_bytes: 100,
             wire_bytes: 60,
             dropped: 0,
+            sealed: true,
         };
         let bytes = meta.encode();
         assert!(std::str::from_utf8(&bytes).unwrap().contains("\"format\":\"1\""));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod frames;
+pub mod recorder;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
