@@ -16,12 +16,31 @@ use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
 use pktvault_engine::input::import_file;
+use pktvault_engine::retention::RetentionPolicy;
 use pktvault_engine::store::InterfaceStore;
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
 use serde::Serialize;
 
 use crate::args::{parse_size, parse_time};
 use crate::{ExtractArgs, ImportArgs, RecordArgs, SegmentArgs, StatusArgs};
+
+fn retention_policy(args: &SegmentArgs) -> anyhow::Result<RetentionPolicy> {
+    let max_bytes = args
+        .max_disk
+        .as_deref()
+        .map(|text| parse_size(text).map_err(|err| anyhow::anyhow!("--max-disk: {err}")))
+        .transpose()?;
+    let max_age_ns = args
+        .max_age
+        .as_deref()
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map(|age| u64::try_from(age.as_nanos()).unwrap_or(u64::MAX))
+                .map_err(|err| anyhow::anyhow!("--max-age: invalid duration {text:?} ({err}); give a number and a unit, such as 7d, 12h or 30m"))
+        })
+        .transpose()?;
+    Ok(RetentionPolicy { max_bytes, max_age_ns })
+}
 
 fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits> {
     let bytes = parse_size(&args.segment_bytes).map_err(|err| anyhow::anyhow!("--segment-bytes: {err}"))?;
@@ -36,8 +55,9 @@ fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits> {
 
 pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let limits = segment_limits(&args.segments)?;
+    let retention = retention_policy(&args.segments)?;
     let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
-    let mut ingester = Ingester::new(store, limits)?;
+    let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
     let mut failed = 0usize;
     let mut total_packets = 0u64;
     for path in &args.files {
@@ -93,8 +113,9 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         buffer_bytes,
         capture_filter: args.capture_filter.clone(),
     };
+    let retention = retention_policy(&args.segments)?;
     let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
-    let mut ingester = Ingester::new(store, limits)?;
+    let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
     let result = capture(&config, &mut ingester, &stop);
     let sealed = ingester.finish().context("cannot seal the open segments");
     let stats = result?;

@@ -48,6 +48,14 @@ struct SegmentArgs {
     /// Start a new segment before a file would exceed this size (K, M, G suffixes; powers of 1024).
     #[arg(long, default_value = "256M", value_name = "SIZE")]
     segment_bytes: String,
+    /// Keep segment files plus index of the interface within this size (K, M, G, T suffixes);
+    /// the oldest segments are deleted first. No limit by default.
+    #[arg(long, value_name = "SIZE")]
+    max_disk: Option<String>,
+    /// Delete segments whose newest packet is older than this, in packet time before the
+    /// newest packet recorded (for example 7d, 12h, 30m). No limit by default.
+    #[arg(long, value_name = "DURATION")]
+    max_age: Option<String>,
 }
 
 #[derive(Args)]

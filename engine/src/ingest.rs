@@ -7,8 +7,13 @@ use pktvault_schema::TsResolution;
 
 use crate::decode::decode;
 use crate::segment::{recover_open_segment, RecordHeader, SegmentWriter, RECORD_HEADER_BYTES};
+use crate::retention::{self, RetentionPolicy};
 use crate::store::InterfaceStore;
 use crate::{Error, Result};
+
+/// Index space kept free beyond a segment's own share, for RocksDB's
+/// write-ahead log, manifest and compaction output.
+const MIN_INDEX_RESERVE: u64 = 4 << 20;
 
 /// When a segment is closed and the next one started.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +58,9 @@ pub struct Ingester {
     open: HashMap<(u32, TsResolution), SegmentWriter>,
     next_segment_id: u64,
     stats: IngestStats,
+    retention: RetentionPolicy,
+    /// Newest packet timestamp recorded, the reference for the age limit.
+    newest_ts_ns: u64,
 }
 
 impl Ingester {
@@ -69,7 +77,49 @@ impl Ingester {
         }
         recover_open_segments(&store)?;
         let next_segment_id = store.next_segment_id()?;
-        Ok(Ingester { store, limits, open: HashMap::new(), next_segment_id, stats: IngestStats::default() })
+        let newest_ts_ns = store.segments()?.iter().map(|meta| meta.max_ts_ns).max().unwrap_or(0);
+        Ok(Ingester {
+            store,
+            limits,
+            open: HashMap::new(),
+            next_segment_id,
+            stats: IngestStats::default(),
+            retention: RetentionPolicy::default(),
+            newest_ts_ns,
+        })
+    }
+
+    /// Applies `policy` from now on, first to the data already recorded.
+    ///
+    /// Before each new segment, enough old segments are deleted that a full
+    /// new segment, and the index growth that comes with it, fits in the budget.
+    pub fn with_retention(mut self, policy: RetentionPolicy) -> Result<Ingester> {
+        if let Some(max_bytes) = policy.max_bytes {
+            let minimum = 4 * self.limits.bytes + MIN_INDEX_RESERVE;
+            if max_bytes < minimum {
+                return Err(Error::InvalidRequest(format!(
+                    "a disk limit of {max_bytes} bytes is below {minimum} bytes, the room for four segments of {} bytes and the index; raise the limit or lower the segment size",
+                    self.limits.bytes
+                )));
+            }
+        }
+        self.retention = policy;
+        self.enforce_retention()?;
+        Ok(self)
+    }
+
+    /// Room kept free for the next segment: a full segment and its index.
+    fn reserve_bytes(&self) -> u64 {
+        self.limits.bytes + self.limits.bytes / 8 + MIN_INDEX_RESERVE
+    }
+
+    fn enforce_retention(&mut self) -> Result<()> {
+        let protected: Vec<u64> = self.open.values().map(|writer| writer.meta().segment_id).collect();
+        let open_bytes: u64 = self.open.values().map(|writer| writer.meta().file_bytes).sum();
+        // Open segments may still grow to the full segment size.
+        let reserve = self.reserve_bytes() + (self.limits.bytes * protected.len() as u64).saturating_sub(open_bytes);
+        retention::enforce(&self.store, &self.retention, reserve, self.newest_ts_ns, &protected)?;
+        Ok(())
     }
 
     /// Returns the store being written.
@@ -101,7 +151,9 @@ impl Ingester {
                 self.seal(writer)?;
             }
         }
+        self.newest_ts_ns = self.newest_ts_ns.max(ts_ns);
         if !self.open.contains_key(&key) {
+            self.enforce_retention()?;
             let writer = self.create_segment(ts_ns, linktype, snaplen, packet.resolution)?;
             self.open.insert(key, writer);
         }

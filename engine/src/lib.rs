@@ -9,6 +9,7 @@ pub mod filter;
 pub mod index;
 pub mod ingest;
 pub mod input;
+pub mod retention;
 pub mod segment;
 pub mod store;
 
