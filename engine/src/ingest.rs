@@ -6,8 +6,8 @@ use pktvault_schema::time::NANOS_PER_SEC;
 use pktvault_schema::TsResolution;
 
 use crate::decode::decode;
-use crate::segment::{recover_open_segment, RecordHeader, SegmentWriter, RECORD_HEADER_BYTES};
 use crate::retention::{self, RetentionPolicy};
+use crate::segment::{recover_open_segment, RecordHeader, SegmentWriter, RECORD_HEADER_BYTES};
 use crate::store::InterfaceStore;
 use crate::{Error, Result};
 
