@@ -1,5 +1,6 @@
 //! Live recording: packets are extractable while the recorder runs, and a
-//! recorder killed with SIGKILL loses nothing it had made durable.
+//! recorder killed with SIGKILL at 20 moments loses nothing it had made
+//! durable, leaving index and segment files in agreement.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use common::recorder::Recorder;
 use common::*;
+use pktvault_engine::store::InterfaceStore;
 
 /// A receiving socket on loopback (bound, so the kernel sends no ICMP errors) and a sender.
 struct Traffic {
@@ -85,6 +87,55 @@ fn assert_segments_clean(data_dir: &Path) {
     }
 }
 
+/// Asserts that index and segment files agree: every file has an index
+/// entry, a sealed segment's file has exactly the bytes its entry records, and
+/// an open one at least as many.
+fn assert_index_matches_files(data_dir: &Path) {
+    let store = InterfaceStore::open_read_only(data_dir, 0).unwrap();
+    let segments = store.segments().unwrap();
+    for entry in std::fs::read_dir(store.pcap_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let meta = segments.iter().find(|meta| meta.file_name == name);
+        let meta = meta.unwrap_or_else(|| panic!("segment file {name} has no index entry"));
+        let size = std::fs::metadata(&path).unwrap().len();
+        if meta.sealed {
+            assert_eq!(size, meta.file_bytes, "sealed segment {name}: file size and index disagree");
+        } else {
+            assert!(size >= meta.file_bytes, "open segment {name}: the file is shorter than its checkpoint");
+        }
+    }
+    for meta in &segments {
+        assert!(store.pcap_dir().join(&meta.file_name).exists(), "index entry {} has no file", meta.file_name);
+    }
+}
+
+/// Asserts that tcpdump reads a whole extraction of the port without complaint.
+fn assert_extraction_readable(data_dir: &Path, port: u16) {
+    let output = pktvault(&[
+        "extract",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--begin",
+        "0",
+        "--end",
+        "18000000000",
+        &format!("udp port {port}"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "extract failed: {}", String::from_utf8_lossy(&output.stderr));
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-r", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tcpdump.stdin.as_mut().unwrap(), &output.stdout).unwrap();
+    let result = tcpdump.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success() && !stderr.contains("truncated"), "tcpdump cannot read the extraction: {stderr}");
+}
+
 #[test]
 fn killed_recorder_keeps_durable_packets() {
     require_tool("tcpdump");
@@ -92,9 +143,19 @@ fn killed_recorder_keeps_durable_packets() {
     let data_dir = dir.path().join("data");
     let mut traffic = Traffic::new();
     let mut durable: Vec<usize> = Vec::new();
-    for round in 0..3 {
+    // A fixed linear congruential sequence picks the kill moments.
+    let mut random: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..20 {
         let recorder = Recorder::start(&data_dir, dir.path());
-        durable.extend(traffic.send(30));
+        if round > 0 {
+            assert!(
+                recorder.stderr().contains("recovered a segment"),
+                "round {round}: no recovery was logged: {}",
+                recorder.stderr()
+            );
+            assert_index_matches_files(&data_dir);
+        }
+        durable.extend(traffic.send(10));
         // After a checkpoint interval and a poll interval these are durable.
         std::thread::sleep(Duration::from_millis(1200));
         let before_kill = extract_port(&data_dir, traffic.port());
@@ -105,7 +166,9 @@ fn killed_recorder_keeps_durable_packets() {
         );
 
         // Packets in flight when SIGKILL lands may be lost; the durable ones may not.
-        traffic.send(30);
+        traffic.send(10);
+        random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_millis((random >> 33) % 700));
         recorder.signal(libc::SIGKILL);
         drop(recorder);
 
@@ -115,13 +178,14 @@ fn killed_recorder_keeps_durable_packets() {
             durable.len(),
             "round {round}: durable packets missing after SIGKILL"
         );
+        assert_extraction_readable(&data_dir, traffic.port());
     }
 
-    // A new recorder repairs the segments the killed ones left open.
+    // A last recorder repairs the segments and stops cleanly.
     let mut recorder = Recorder::start(&data_dir, dir.path());
     recorder.signal(libc::SIGINT);
     assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0), "stderr: {}", recorder.stderr());
-    assert!(recorder.stderr().contains("recovered a segment"), "no recovery was logged: {}", recorder.stderr());
+    assert_index_matches_files(&data_dir);
     assert_segments_clean(&data_dir);
     let recovered = extract_port(&data_dir, traffic.port());
     assert_eq!(traffic.found(&recovered, &durable), durable.len(), "durable packets missing after recovery");

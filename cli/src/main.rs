@@ -33,7 +33,8 @@ enum Command {
 #[derive(Args, Clone)]
 struct Location {
     /// Data directory: segments go to DIR/<ifid>/pcap/, the index to DIR/<ifid>/index/.
-    #[arg(long, value_name = "DIR")]
+    /// `--pcap-dir` is accepted as another name, as ntopng calls it.
+    #[arg(long, alias = "pcap-dir", value_name = "DIR")]
     data_dir: PathBuf,
     /// Interface id the packets are stored under.
     #[arg(long, default_value_t = 0, value_name = "N")]
