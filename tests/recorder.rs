@@ -190,3 +190,41 @@ fn killed_recorder_keeps_durable_packets() {
     let recovered = extract_port(&data_dir, traffic.port());
     assert_eq!(traffic.found(&recovered, &durable), durable.len(), "durable packets missing after recovery");
 }
+
+fn status_json(data_dir: &Path) -> serde_json::Value {
+    let output = pktvault_expect(&["status", "--data-dir", data_dir.to_str().unwrap(), "--json"], 0);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    report[0].clone()
+}
+
+#[test]
+fn status_follows_recorder_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut traffic = Traffic::new();
+
+    let mut recorder = Recorder::start(&data_dir, dir.path());
+    traffic.send(10);
+    std::thread::sleep(Duration::from_millis(1200));
+    let running = status_json(&data_dir);
+    assert_eq!(running["recorder"]["state"], "running", "{running:#}");
+    assert_eq!(running["recorder"]["interface"], "lo");
+    assert!(running["recorder"]["uptime_secs"].is_u64(), "{running:#}");
+    assert!(running["recorder"]["packets"].as_u64().unwrap() >= 10, "{running:#}");
+    assert!(running["last_packet_ns"].as_u64().is_some(), "{running:#}");
+    let log = running["log_tail"].as_array().unwrap();
+    assert!(log.iter().any(|line| line.as_str().unwrap().contains("capture started")), "{running:#}");
+
+    recorder.signal(libc::SIGINT);
+    assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0));
+    let stopped = status_json(&data_dir);
+    assert_eq!(stopped["recorder"]["state"], "stopped", "{stopped:#}");
+    assert!(stopped["recorder"]["uptime_secs"].is_null());
+
+    let recorder = Recorder::start(&data_dir, dir.path());
+    recorder.signal(libc::SIGKILL);
+    drop(recorder);
+    let killed = status_json(&data_dir);
+    assert_eq!(killed["recorder"]["state"], "failed", "{killed:#}");
+    assert!(killed["recorder"]["reason"].as_str().unwrap().contains("exited without stopping"), "{killed:#}");
+}

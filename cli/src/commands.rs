@@ -8,18 +8,18 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use pktvault_engine::capture::{capture, CaptureConfig};
-use pktvault_engine::extract::{
-    extract as run_extract, recorded_range, ExtractOutcomeError, ExtractRequest, Selection,
-};
+use pktvault_engine::capture::{capture, CaptureConfig, CaptureStats};
+use pktvault_engine::extract::{extract as run_extract, ExtractOutcomeError, ExtractRequest, Selection};
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
 use pktvault_engine::input::import_file;
 use pktvault_engine::retention::RetentionPolicy;
+use pktvault_engine::status::{
+    interface_ids, interface_status, unix_now_ns, write_state, RecorderPhase, RecorderState,
+};
 use pktvault_engine::store::InterfaceStore;
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
-use serde::Serialize;
 
 use crate::args::{parse_size, parse_time};
 use crate::{ExtractArgs, ImportArgs, RecordArgs, SegmentArgs, StatusArgs};
@@ -116,8 +116,57 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let retention = retention_policy(&args.segments)?;
     let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
     let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
-    let result = capture(&config, &mut ingester, &stop);
+    let (data_dir, ifid) = (&args.location.data_dir, args.location.ifid);
+    let mut state = RecorderState {
+        pid: std::process::id(),
+        interface: args.interface.clone(),
+        phase: RecorderPhase::Running,
+        error: None,
+        started_unix_ns: unix_now_ns(),
+        updated_unix_ns: unix_now_ns(),
+        packets: 0,
+        bytes: 0,
+        dropped: 0,
+        interface_dropped: 0,
+        max_disk_bytes: retention.max_bytes,
+    };
+    write_state(data_dir, ifid, &state)?;
+    let mut progress = |stats: &CaptureStats| {
+        state.updated_unix_ns = unix_now_ns();
+        state.packets = stats.ingest.packets;
+        state.bytes = stats.ingest.bytes;
+        state.dropped = stats.dropped;
+        state.interface_dropped = stats.interface_dropped;
+        if let Err(err) = write_state(data_dir, ifid, &state) {
+            tracing::warn!(error = %err, "cannot update the recorder state file");
+        }
+    };
+    let result = capture(&config, &mut ingester, &stop, &mut progress);
     let sealed = ingester.finish().context("cannot seal the open segments");
+    let mut state: RecorderState =
+        read_state(data_dir, ifid).unwrap_or(state_snapshot(&args.interface, retention.max_bytes));
+    state.updated_unix_ns = unix_now_ns();
+    match (&result, &sealed) {
+        (Ok(_), Ok(_)) => state.phase = RecorderPhase::Stopped,
+        (Err(err), _) => {
+            state.phase = RecorderPhase::Failed;
+            state.error = Some(err.to_string());
+        }
+        (_, Err(err)) => {
+            state.phase = RecorderPhase::Failed;
+            state.error = Some(format!("{err:#}"));
+        }
+    }
+    if let Ok(stats) = &result {
+        state.packets = stats.ingest.packets;
+        state.bytes = stats.ingest.bytes;
+        state.dropped = stats.dropped;
+        state.interface_dropped = stats.interface_dropped;
+    }
+    write_state(data_dir, ifid, &state)?;
+    if let Err(err) = &result {
+        tracing::error!(interface = %args.interface, error = %err, "recorder failed");
+    }
     let stats = result?;
     sealed?;
     eprintln!(
@@ -222,70 +271,75 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[derive(Serialize)]
-struct InterfaceStatus {
-    ifid: u32,
-    segments: usize,
-    packets: u64,
-    wire_bytes: u64,
-    segment_bytes: u64,
-    index_bytes: u64,
-    dropped: u64,
-    first_packet: Option<String>,
-    last_packet: Option<String>,
+fn read_state(data_dir: &Path, ifid: u32) -> Option<RecorderState> {
+    let path = pktvault_engine::store::interface_dir(data_dir, ifid).join(pktvault_engine::status::STATE_FILE);
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-fn dir_bytes(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok()?.metadata().ok())
-                .filter(|meta| meta.is_file())
-                .map(|meta| meta.len())
-                .sum()
-        })
-        .unwrap_or(0)
+fn state_snapshot(interface: &str, max_disk_bytes: Option<u64>) -> RecorderState {
+    RecorderState {
+        pid: std::process::id(),
+        interface: interface.to_string(),
+        phase: RecorderPhase::Running,
+        error: None,
+        started_unix_ns: unix_now_ns(),
+        updated_unix_ns: unix_now_ns(),
+        packets: 0,
+        bytes: 0,
+        dropped: 0,
+        interface_dropped: 0,
+        max_disk_bytes,
+    }
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let entries = std::fs::read_dir(&args.data_dir)
-        .with_context(|| format!("cannot read data directory {}", args.data_dir.display()))?;
-    let mut ifids: Vec<u32> = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect();
-    ifids.sort_unstable();
     let mut report = Vec::new();
-    for ifid in ifids {
-        let store = InterfaceStore::open_read_only(&args.data_dir, ifid)?;
-        let segments = store.segments()?;
-        let range = recorded_range(&segments);
-        report.push(InterfaceStatus {
-            ifid,
-            segments: segments.len(),
-            packets: segments.iter().map(|meta| meta.packets).sum(),
-            wire_bytes: segments.iter().map(|meta| meta.wire_bytes).sum(),
-            segment_bytes: segments.iter().map(|meta| meta.file_bytes).sum(),
-            index_bytes: dir_bytes(store.index_dir()),
-            dropped: segments.iter().map(|meta| meta.dropped).sum(),
-            first_packet: range.map(|(first, _)| format_epoch_ns(first)),
-            last_packet: range.map(|(_, last)| format_epoch_ns(last)),
-        });
+    for ifid in interface_ids(&args.data_dir)? {
+        report.push(interface_status(&args.data_dir, ifid)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if report.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if report.is_empty() {
         println!("no interfaces recorded in {}", args.data_dir.display());
-    } else {
-        for status in &report {
-            println!(
-                "interface {}: {} packets in {} segments, {} segment bytes, {} index bytes, {} dropped, packets from {} to {}",
-                status.ifid,
-                status.packets,
-                status.segments,
-                status.segment_bytes,
-                status.index_bytes,
-                status.dropped,
-                status.first_packet.as_deref().unwrap_or("-"),
-                status.last_packet.as_deref().unwrap_or("-"),
-            );
+    }
+    for status in &report {
+        println!("interface {}:", status.ifid);
+        match &status.recorder {
+            Some(recorder) => {
+                let state = match recorder.state {
+                    RecorderPhase::Running => "running",
+                    RecorderPhase::Stopped => "stopped",
+                    RecorderPhase::Failed => "failed",
+                };
+                println!("  recorder:  {state} on {} (pid {})", recorder.interface, recorder.pid);
+                if let Some(reason) = &recorder.reason {
+                    println!("  reason:    {reason}");
+                }
+                if let Some(uptime) = recorder.uptime_secs {
+                    println!("  uptime:    {uptime} s");
+                }
+                println!(
+                    "  captured:  {} packets, {} bytes; dropped {} by libpcap, {} by the interface",
+                    recorder.packets, recorder.bytes, recorder.dropped, recorder.interface_dropped
+                );
+            }
+            None => println!("  recorder:  none has run (imported data only)"),
+        }
+        let limit = status.max_disk_bytes.map(|max| format!(" of {max} allowed")).unwrap_or_default();
+        println!(
+            "  stored:    {} packets in {} segments, {} bytes on disk{limit}",
+            status.packets, status.segments, status.disk_bytes
+        );
+        match (status.first_packet_ns, status.last_packet_ns) {
+            (Some(first), Some(last)) => {
+                println!("  window:    {} to {}", format_epoch_ns(first), format_epoch_ns(last))
+            }
+            _ => println!("  window:    empty"),
+        }
+        for line in &status.log_tail {
+            println!("  log: {line}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -129,12 +129,40 @@ struct StatusArgs {
     json: bool,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Record(_)) { "info" } else { "warn" };
+/// Largest recorder log kept; a longer one is renamed to `recorder.log.1` at start.
+const MAX_LOG_BYTES: u64 = 1 << 20;
+
+/// Opens the recorder log of an interface for appending, rotating it when large.
+fn open_recorder_log(location: &Location) -> Option<std::fs::File> {
+    let dir = pktvault_engine::store::interface_dir(&location.data_dir, location.ifid);
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(pktvault_engine::status::LOG_FILE);
+    if std::fs::metadata(&path).is_ok_and(|meta| meta.len() > MAX_LOG_BYTES) {
+        let _ = std::fs::rename(&path, path.with_extension("log.1"));
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+}
+
+fn init_logging(command: &Command) {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+    let default_level = if matches!(command, Command::Record(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    // The recorder also logs into its interface folder, where `status` shows the last lines.
+    match command {
+        Command::Record(args) => match open_recorder_log(&args.location) {
+            Some(file) => builder.with_writer(std::io::stderr.and(std::sync::Mutex::new(file))).init(),
+            None => builder.with_writer(std::io::stderr).init(),
+        },
+        _ => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
     let result = match cli.command {
         Command::Import(args) => commands::import(args),
         Command::Record(args) => commands::record(args),

@@ -64,8 +64,14 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 ///
 /// The capture runs in immediate mode without blocking, so packets at low
 /// rates are written at once and a stop request is seen within
-/// [`POLL_INTERVAL`] even when no packet arrives.
-pub fn capture(config: &CaptureConfig, ingester: &mut Ingester, stop: &AtomicBool) -> Result<CaptureStats> {
+/// [`POLL_INTERVAL`] even when no packet arrives. `progress` is called after
+/// every checkpoint with the counters so far.
+pub fn capture(
+    config: &CaptureConfig,
+    ingester: &mut Ingester,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&CaptureStats),
+) -> Result<CaptureStats> {
     let capture_error =
         |err: pcap::Error| Error::Capture { interface: config.interface.clone(), message: err.to_string() };
     let inactive = pcap::Capture::from_device(config.interface.as_str()).map_err(capture_error)?;
@@ -126,6 +132,8 @@ pub fn capture(config: &CaptureConfig, ingester: &mut Ingester, stop: &AtomicBoo
         if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
             last_checkpoint = Instant::now();
             ingester.checkpoint()?;
+            stats.ingest = ingester.stats();
+            progress(&stats);
         }
         if last_stats_read.elapsed() >= Duration::from_secs(1) {
             last_stats_read = Instant::now();

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod input;
 pub mod retention;
 pub mod segment;
+pub mod status;
 pub mod store;
 
 pub use error::{Error, Result};
