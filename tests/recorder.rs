@@ -228,3 +228,84 @@ fn status_follows_recorder_lifecycle() {
     assert_eq!(killed["recorder"]["state"], "failed", "{killed:#}");
     assert!(killed["recorder"]["reason"].as_str().unwrap().contains("exited without stopping"), "{killed:#}");
 }
+
+#[test]
+fn several_interfaces_record_to_own_ifids() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut traffic = Traffic::new();
+    let mut recorder = Recorder::start_with(&data_dir, dir.path(), &["-i", "lo", "-i", "lo@7"]);
+    let numbers: Vec<usize> = traffic.send(10).collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    recorder.signal(libc::SIGINT);
+    assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0), "stderr: {}", recorder.stderr());
+
+    for ifid in ["0", "7"] {
+        let output = pktvault_expect(
+            &[
+                "extract",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--ifid",
+                ifid,
+                "--begin",
+                "0",
+                "--end",
+                "18000000000",
+                &format!("udp port {}", traffic.port()),
+            ],
+            0,
+        );
+        let packets = read_pcap(&output.stdout).1;
+        assert_eq!(traffic.found(&packets, &numbers), 10, "ifid {ifid} misses packets");
+    }
+}
+
+#[test]
+fn config_file_sets_each_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("pktvault.toml");
+    std::fs::write(
+        &config,
+        "[[interface]]\nname = \"lo\"\nifid = 3\nsnaplen = 64\ncapture_filter = \"udp\"\nsegment_seconds = 30\n",
+    )
+    .unwrap();
+    let mut traffic = Traffic::new();
+    let mut recorder = Recorder::start_with(&data_dir, dir.path(), &["--config", config.to_str().unwrap()]);
+    traffic.send(5);
+    std::thread::sleep(Duration::from_millis(1200));
+    recorder.signal(libc::SIGTERM);
+    assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0), "stderr: {}", recorder.stderr());
+
+    let output = pktvault_expect(
+        &[
+            "extract",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--ifid",
+            "3",
+            "--begin",
+            "0",
+            "--end",
+            "18000000000",
+            &format!("udp port {}", traffic.port()),
+        ],
+        0,
+    );
+    let (info, packets) = read_pcap(&output.stdout);
+    assert!(packets.len() >= 5, "{} packets recorded", packets.len());
+    assert!(packets.iter().all(|packet| packet.caplen <= 64), "snaplen 64 was not applied");
+    assert!(info.snaplen >= 64);
+
+    std::fs::write(&config, "[[interface]]\nname = \"lo\"\nsnaplen = 0\n").unwrap();
+    let output =
+        pktvault_expect(&["record", "--data-dir", data_dir.to_str().unwrap(), "--config", config.to_str().unwrap()], 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("snaplen 0"), "{stderr}");
+    std::fs::write(&config, "[[interface]]\nname = \"lo\"\nsnap_len = 10\n").unwrap();
+    let output =
+        pktvault_expect(&["record", "--data-dir", data_dir.to_str().unwrap(), "--config", config.to_str().unwrap()], 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("snap_len"), "{stderr}");
+}

@@ -2,29 +2,24 @@
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use pktvault_engine::capture::{capture, CaptureConfig, CaptureStats};
 use pktvault_engine::extract::{extract as run_extract, ExtractOutcomeError, ExtractRequest, Selection};
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
 use pktvault_engine::input::import_file;
 use pktvault_engine::retention::RetentionPolicy;
-use pktvault_engine::status::{
-    interface_ids, interface_status, unix_now_ns, write_state, RecorderPhase, RecorderState,
-};
+use pktvault_engine::status::{interface_ids, interface_status, RecorderPhase};
 use pktvault_engine::store::InterfaceStore;
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
 
 use crate::args::{parse_size, parse_time};
-use crate::{ExtractArgs, ImportArgs, RecordArgs, SegmentArgs, StatusArgs};
+use crate::{ExtractArgs, ImportArgs, SegmentArgs, StatusArgs};
 
-fn retention_policy(args: &SegmentArgs) -> anyhow::Result<RetentionPolicy> {
+pub(crate) fn retention_policy(args: &SegmentArgs) -> anyhow::Result<RetentionPolicy> {
     let max_bytes = args
         .max_disk
         .as_deref()
@@ -42,7 +37,7 @@ fn retention_policy(args: &SegmentArgs) -> anyhow::Result<RetentionPolicy> {
     Ok(RetentionPolicy { max_bytes, max_age_ns })
 }
 
-fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits> {
+pub(crate) fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits> {
     let bytes = parse_size(&args.segment_bytes).map_err(|err| anyhow::anyhow!("--segment-bytes: {err}"))?;
     if args.segment_seconds == 0 {
         bail!("--segment-seconds 0 is invalid; give at least 1 second");
@@ -92,88 +87,6 @@ fn skipped_note(skipped: u64) -> String {
     } else {
         format!(", {skipped} skipped")
     }
-}
-
-pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let limits = segment_limits(&args.segments)?;
-    let buffer_bytes = parse_size(&args.buffer_size).map_err(|err| anyhow::anyhow!("--buffer-size: {err}"))?;
-    let buffer_bytes = u32::try_from(buffer_bytes)
-        .map_err(|_| anyhow::anyhow!("--buffer-size {} is too large; at most 4G-1 is accepted", args.buffer_size))?;
-    if args.snaplen == 0 || args.snaplen > 262_144 {
-        bail!("--snaplen {} is out of range; accepted are 1 to 262144 bytes", args.snaplen);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install the signal handler")?;
-    }
-    let config = CaptureConfig {
-        interface: args.interface.clone(),
-        snaplen: args.snaplen,
-        promiscuous: !args.no_promisc,
-        buffer_bytes,
-        capture_filter: args.capture_filter.clone(),
-    };
-    let retention = retention_policy(&args.segments)?;
-    let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
-    let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
-    let (data_dir, ifid) = (&args.location.data_dir, args.location.ifid);
-    let mut state = RecorderState {
-        pid: std::process::id(),
-        interface: args.interface.clone(),
-        phase: RecorderPhase::Running,
-        error: None,
-        started_unix_ns: unix_now_ns(),
-        updated_unix_ns: unix_now_ns(),
-        packets: 0,
-        bytes: 0,
-        dropped: 0,
-        interface_dropped: 0,
-        max_disk_bytes: retention.max_bytes,
-    };
-    write_state(data_dir, ifid, &state)?;
-    let mut progress = |stats: &CaptureStats| {
-        state.updated_unix_ns = unix_now_ns();
-        state.packets = stats.ingest.packets;
-        state.bytes = stats.ingest.bytes;
-        state.dropped = stats.dropped;
-        state.interface_dropped = stats.interface_dropped;
-        if let Err(err) = write_state(data_dir, ifid, &state) {
-            tracing::warn!(error = %err, "cannot update the recorder state file");
-        }
-    };
-    let result = capture(&config, &mut ingester, &stop, &mut progress);
-    let sealed = ingester.finish().context("cannot seal the open segments");
-    let mut state: RecorderState =
-        read_state(data_dir, ifid).unwrap_or(state_snapshot(&args.interface, retention.max_bytes));
-    state.updated_unix_ns = unix_now_ns();
-    match (&result, &sealed) {
-        (Ok(_), Ok(_)) => state.phase = RecorderPhase::Stopped,
-        (Err(err), _) => {
-            state.phase = RecorderPhase::Failed;
-            state.error = Some(err.to_string());
-        }
-        (_, Err(err)) => {
-            state.phase = RecorderPhase::Failed;
-            state.error = Some(format!("{err:#}"));
-        }
-    }
-    if let Ok(stats) = &result {
-        state.packets = stats.ingest.packets;
-        state.bytes = stats.ingest.bytes;
-        state.dropped = stats.dropped;
-        state.interface_dropped = stats.interface_dropped;
-    }
-    write_state(data_dir, ifid, &state)?;
-    if let Err(err) = &result {
-        tracing::error!(interface = %args.interface, error = %err, "recorder failed");
-    }
-    let stats = result?;
-    sealed?;
-    eprintln!(
-        "recorded {} packets ({} bytes) on {}; {} dropped by libpcap, {} by the interface",
-        stats.ingest.packets, stats.ingest.bytes, args.interface, stats.dropped, stats.interface_dropped
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Where the pcap goes: standard output, or a file written under a temporary
@@ -268,27 +181,6 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
             destination.discard();
             Err(err.into())
         }
-    }
-}
-
-fn read_state(data_dir: &Path, ifid: u32) -> Option<RecorderState> {
-    let path = pktvault_engine::store::interface_dir(data_dir, ifid).join(pktvault_engine::status::STATE_FILE);
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn state_snapshot(interface: &str, max_disk_bytes: Option<u64>) -> RecorderState {
-    RecorderState {
-        pid: std::process::id(),
-        interface: interface.to_string(),
-        phase: RecorderPhase::Running,
-        error: None,
-        started_unix_ns: unix_now_ns(),
-        updated_unix_ns: unix_now_ns(),
-        packets: 0,
-        bytes: 0,
-        dropped: 0,
-        interface_dropped: 0,
-        max_disk_bytes,
     }
 }
 

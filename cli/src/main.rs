@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod record;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,14 +72,19 @@ struct ImportArgs {
 }
 
 #[derive(Args)]
-struct RecordArgs {
+pub(crate) struct RecordArgs {
     #[command(flatten)]
     location: Location,
     #[command(flatten)]
     segments: SegmentArgs,
-    /// Interface to capture on, as tcpdump -i takes it.
-    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    interface: String,
+    /// Interface to capture on, as tcpdump -i takes it; repeat for several. The n-th
+    /// interface is stored under ifid --ifid + n - 1, or under the id after '@' (eth1@5).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE[@IFID]", required_unless_present = "config")]
+    interfaces: Vec<String>,
+    /// TOML file with one [[interface]] table per interface (see dist/pktvault.toml);
+    /// its values replace the flags for that interface.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Bytes kept of each packet.
     #[arg(long, default_value_t = 262_144, value_name = "BYTES")]
     snaplen: u32,
@@ -151,6 +157,7 @@ fn init_logging(command: &Command) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
     // The recorder also logs into its interface folder, where `status` shows the last lines.
+    // NOTE: with several interfaces, only the --ifid interface's folder gets the log.
     match command {
         Command::Record(args) => match open_recorder_log(&args.location) {
             Some(file) => builder.with_writer(std::io::stderr.and(std::sync::Mutex::new(file))).init(),
@@ -165,7 +172,7 @@ fn main() -> ExitCode {
     init_logging(&cli.command);
     let result = match cli.command {
         Command::Import(args) => commands::import(args),
-        Command::Record(args) => commands::record(args),
+        Command::Record(args) => record::record(args),
         Command::Extract(args) => commands::extract(args),
         Command::Status(args) => commands::status(args),
     };

@@ -19,12 +19,20 @@ impl Recorder {
     /// Starts recording `lo` into `data_dir` and waits until the capture runs.
     /// The child's standard error goes to a file in `work_dir`.
     pub fn start(data_dir: &Path, work_dir: &Path) -> Recorder {
+        Recorder::start_with(data_dir, work_dir, &["-i", "lo"])
+    }
+
+    /// Starts `pktvault record --data-dir DATA_DIR ARGS...` and waits until every
+    /// interface's capture runs (one "capture started" line each).
+    pub fn start_with(data_dir: &Path, work_dir: &Path, args: &[&str]) -> Recorder {
+        let captures = args.iter().filter(|arg| **arg == "-i").count().max(1);
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let stderr_path = work_dir.join(format!("record-{number}.stderr"));
         let stderr_file = fs::File::create(&stderr_path).expect("create stderr file");
         let child = Command::new(pktvault_bin())
-            .args(["record", "--data-dir", data_dir.to_str().expect("UTF-8 path"), "-i", "lo"])
+            .args(["record", "--data-dir", data_dir.to_str().expect("UTF-8 path")])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr_file)
@@ -32,16 +40,16 @@ impl Recorder {
             .expect("start pktvault record");
         let mut recorder = Recorder { child, stderr_path };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !recorder.stderr().contains("capture started") {
+        while recorder.stderr().matches("capture started").count() < captures {
             if let Some(status) = recorder.child.try_wait().expect("poll pktvault record") {
                 panic!(
-                    "pktvault record -i lo exited with {status} before capture started; live capture needs root (CAP_NET_RAW) and the lo interface. stderr: {}",
+                    "pktvault record {args:?} exited with {status} before capture started; live capture needs root (CAP_NET_RAW) and the lo interface. stderr: {}",
                     recorder.stderr()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "pktvault record -i lo did not log 'capture started' within 30 s; stderr: {}",
+                "pktvault record {args:?} did not log 'capture started' within 30 s; stderr: {}",
                 recorder.stderr()
             );
             std::thread::sleep(Duration::from_millis(50));
