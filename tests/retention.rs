@@ -110,3 +110,41 @@ fn age_limit_drops_old_segments() {
     assert!((6_000 - 1_400..=6_000 - 1_000).contains(&first), "the oldest kept packet is {first}");
     assert_eq!(kept, (first..6_000).collect::<Vec<u32>>());
 }
+
+/// Unmounts a test filesystem when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_frees_oldest_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount_point = dir.path().join("small");
+    std::fs::create_dir(&mount_point).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "pktvault-test", mount_point.to_str().unwrap()])
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        eprintln!(
+            "SKIPPED full_disk_frees_oldest_and_continues: cannot mount a 16 MiB tmpfs (needs root): {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return;
+    }
+    let _mount = Mount(mount_point.clone());
+    let limits = SegmentLimits { seconds: 3600, bytes: 1 << 20 };
+    let store = InterfaceStore::open_writable(&mount_point, 0).unwrap();
+    let mut ingester = Ingester::new(store, limits).unwrap();
+    // About 40 MB into 16 MiB, with no disk limit set: the disk fills up.
+    ingest(&mut ingester, 0..40_000, u64::MAX);
+    let (store, _) = ingester.finish().unwrap();
+    let kept = extractable(&store);
+    let first = kept[0];
+    assert!(first > 0, "nothing was deleted, so the disk never filled");
+    assert_eq!(kept, (first..40_000).collect::<Vec<u32>>(), "the kept packets are not the newest, in order");
+}

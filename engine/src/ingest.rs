@@ -119,6 +119,20 @@ impl Ingester {
         // Open segments may still grow to the full segment size.
         let reserve = self.reserve_bytes() + (self.limits.bytes * protected.len() as u64).saturating_sub(open_bytes);
         retention::enforce(&self.store, &self.retention, reserve, self.newest_ts_ns, &protected)?;
+        // Whatever the limits, the filesystem keeps room for the next segment and
+        // the index, because RocksDB stops accepting writes once a write fails
+        // for lack of space.
+        let available = retention::available_bytes(&self.store.pcap_dir())?;
+        let wanted = 2 * self.limits.bytes + MIN_INDEX_RESERVE;
+        if available < wanted {
+            let freed = retention::free_oldest(&self.store, wanted - available, &protected)?;
+            tracing::warn!(
+                available,
+                segments = freed.segments_deleted,
+                bytes = freed.bytes_freed,
+                "filesystem nearly full; deleted the oldest segments"
+            );
+        }
         Ok(())
     }
 
@@ -157,7 +171,6 @@ impl Ingester {
             let writer = self.create_segment(ts_ns, linktype, snaplen, packet.resolution)?;
             self.open.insert(key, writer);
         }
-        let writer = self.open.get_mut(&key).expect("segment is open");
         let header = RecordHeader {
             ts_sec: packet.ts_sec,
             ts_frac: packet.ts_frac,
@@ -165,7 +178,15 @@ impl Ingester {
             wire_len: packet.wire_len,
         };
         let decoded = decode(linktype, packet.data, packet.wire_len);
-        writer.append(header, ts_ns, packet.data, &decoded)?;
+        let writer = self.open.get_mut(&key).expect("segment is open");
+        if let Err(err) = writer.append(header, ts_ns, packet.data, &decoded) {
+            if !is_disk_full(&err) {
+                return Err(err);
+            }
+            self.free_space_after(&err)?;
+            let writer = self.open.get_mut(&key).expect("segment is open");
+            writer.append(header, ts_ns, packet.data, &decoded)?;
+        }
         self.stats.packets += 1;
         self.stats.bytes += u64::from(packet.wire_len);
         Ok(())
@@ -190,7 +211,14 @@ impl Ingester {
         }
     }
 
-    fn seal(&mut self, writer: SegmentWriter) -> Result<()> {
+    fn seal(&mut self, mut writer: SegmentWriter) -> Result<()> {
+        if let Err(err) = writer.flush() {
+            if !is_disk_full(&err) {
+                return Err(err);
+            }
+            self.free_space_after(&err)?;
+            writer.flush()?;
+        }
         let (meta, chunks, index) = writer.seal()?;
         self.store.commit_segment(&meta, &chunks, &index)?;
         self.stats.segments_sealed += 1;
@@ -201,13 +229,37 @@ impl Ingester {
     /// Makes every packet ingested so far durable and extractable: flushes and
     /// syncs the open segment files, then stores a checkpoint of each in the index.
     pub fn checkpoint(&mut self) -> Result<()> {
-        for writer in self.open.values_mut() {
+        let keys: Vec<(u32, TsResolution)> = self.open.keys().copied().collect();
+        for key in keys {
+            let writer = self.open.get_mut(&key).expect("key of an open segment");
             if writer.meta().packets == 0 {
                 continue;
             }
+            if let Err(err) = writer.checkpoint() {
+                if !is_disk_full(&err) {
+                    return Err(err);
+                }
+                self.free_space_after(&err)?;
+            }
+            let writer = self.open.get_mut(&key).expect("key of an open segment");
             let (meta, chunks, index) = writer.checkpoint()?;
             self.store.commit_segment(&meta, chunks, index)?;
         }
+        Ok(())
+    }
+
+    /// Handles a full disk by deleting the oldest sealed segments, two
+    /// segments' worth, so that the failed write can be retried.
+    fn free_space_after(&mut self, cause: &Error) -> Result<()> {
+        tracing::error!(error = %cause, "disk full; deleting the oldest segments to continue");
+        let protected: Vec<u64> = self.open.values().map(|writer| writer.meta().segment_id).collect();
+        let freed = retention::free_oldest(&self.store, 2 * self.limits.bytes, &protected)?;
+        if freed.segments_deleted == 0 {
+            return Err(Error::InvalidRequest(format!(
+                "the disk is full and no sealed segment is left to delete: {cause}"
+            )));
+        }
+        tracing::warn!(segments = freed.segments_deleted, bytes = freed.bytes_freed, "freed space after a full disk");
         Ok(())
     }
 
@@ -233,6 +285,10 @@ impl Ingester {
         self.flush()?;
         Ok((self.store, self.stats))
     }
+}
+
+fn is_disk_full(err: &Error) -> bool {
+    matches!(err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(libc::ENOSPC))
 }
 
 /// Seals the segments a previous writer left open (after a crash or

@@ -106,3 +106,38 @@ pub fn enforce(
     }
     Ok(stats)
 }
+
+/// Deletes the oldest sealed segments until at least `wanted_bytes` are freed
+/// or none is left; `protected` segment ids are kept.
+pub fn free_oldest(store: &InterfaceStore, wanted_bytes: u64, protected: &[u64]) -> Result<RetentionStats> {
+    let mut segments: Vec<SegmentMeta> =
+        store.segments()?.into_iter().filter(|meta| meta.sealed && !protected.contains(&meta.segment_id)).collect();
+    segments.sort_by_key(|meta| (meta.max_ts_ns, meta.segment_id));
+    let mut stats = RetentionStats::default();
+    for meta in &segments {
+        if stats.bytes_freed >= wanted_bytes {
+            break;
+        }
+        stats.bytes_freed += delete_segment(store, meta)?;
+        stats.segments_deleted += 1;
+    }
+    if stats.segments_deleted > 0 {
+        crate::segment::sync_dir(&store.pcap_dir())?;
+    }
+    Ok(stats)
+}
+
+/// Returns the bytes available to unprivileged writers on the filesystem of `path`.
+pub fn available_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidRequest(format!("path {} contains a NUL byte", path.display())))?;
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed statvfs that the call fills in.
+    let result = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
+    if result != 0 {
+        return Err(Error::io("cannot read free space of", path)(std::io::Error::last_os_error()));
+    }
+    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}

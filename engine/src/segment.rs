@@ -140,8 +140,26 @@ impl SegmentWriter {
     }
 
     /// Appends one packet record and indexes it.
+    ///
+    /// A failed write (a full disk, say) leaves the segment unchanged: the
+    /// buffer is flushed before the record goes in, and the record then fits
+    /// in the buffer whole, so it is either appended or not at all. The bytes
+    /// still buffered stay there, and the next append or checkpoint retries them.
     pub fn append(&mut self, header: RecordHeader, ts_ns: u64, data: &[u8], decoded: &Decoded) -> Result<()> {
         debug_assert_eq!(header.caplen as usize, data.len());
+        let needed = RECORD_HEADER_BYTES as usize + data.len();
+        if self.file.capacity() - self.file.buffer().len() < needed {
+            self.file.flush().map_err(Error::io("cannot write", &self.path))?;
+        }
+        if needed > self.file.capacity() {
+            // Larger than the buffer: written directly, as one record or an error.
+            let mut record = header.encode().to_vec();
+            record.extend_from_slice(data);
+            self.file.get_mut().write_all(&record).map_err(Error::io("cannot write", &self.path))?;
+        } else {
+            self.file.write_all(&header.encode()).map_err(Error::io("cannot write", &self.path))?;
+            self.file.write_all(data).map_err(Error::io("cannot write", &self.path))?;
+        }
         let packet = self.meta.packets as u32;
         if packet.is_multiple_of(PACKETS_PER_CHUNK) {
             self.chunks.push(ChunkEntry { offset: self.meta.file_bytes, min_ts_ns: ts_ns, max_ts_ns: ts_ns });
@@ -150,8 +168,6 @@ impl SegmentWriter {
             chunk.min_ts_ns = chunk.min_ts_ns.min(ts_ns);
             chunk.max_ts_ns = chunk.max_ts_ns.max(ts_ns);
         }
-        self.file.write_all(&header.encode()).map_err(Error::io("cannot write", &self.path))?;
-        self.file.write_all(data).map_err(Error::io("cannot write", &self.path))?;
         self.index.add(packet, decoded);
         let meta = &mut self.meta;
         if ts_ns < meta.max_ts_ns {
@@ -180,6 +196,11 @@ impl SegmentWriter {
             self.synced_dir = true;
         }
         Ok((self.meta.clone(), &self.chunks, &self.index))
+    }
+
+    /// Writes the buffered records to the file; on failure they stay buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(Error::io("cannot write", &self.path))
     }
 
     /// Flushes the file, makes it durable and returns what the index stores.
