@@ -76,6 +76,7 @@ impl Ingester {
             )));
         }
         recover_open_segments(&store)?;
+        let orphans = orphan_files(&store)?;
         let next_segment_id = store.next_segment_id()?;
         let newest_ts_ns = store.segments()?.iter().map(|meta| meta.max_ts_ns).max().unwrap_or(0);
         Ok(Ingester {
@@ -87,6 +88,23 @@ impl Ingester {
             retention: RetentionPolicy::default(),
             newest_ts_ns,
         })
+        .and_then(|mut ingester| {
+            ingester.reindex(&orphans)?;
+            Ok(ingester)
+        })
+    }
+
+    /// Imports segment files that have no index entry (a writer died between
+    /// creating a segment and its first checkpoint) into new segments, then
+    /// deletes them. A torn last record is dropped.
+    fn reindex(&mut self, orphans: &[std::path::PathBuf]) -> Result<()> {
+        for path in orphans {
+            let report = crate::input::import_file(path, self)?;
+            self.flush()?;
+            std::fs::remove_file(path).map_err(Error::io("cannot delete", path))?;
+            tracing::warn!(file = %path.display(), packets = report.packets, "re-indexed a segment file that had no index entry");
+        }
+        Ok(())
     }
 
     /// Applies `policy` from now on, first to the data already recorded.
@@ -285,6 +303,22 @@ impl Ingester {
         self.flush()?;
         Ok((self.store, self.stats))
     }
+}
+
+/// Returns the segment files in the pcap folder that no index entry names.
+fn orphan_files(store: &InterfaceStore) -> Result<Vec<std::path::PathBuf>> {
+    let indexed: std::collections::HashSet<String> = store.segments()?.into_iter().map(|meta| meta.file_name).collect();
+    let pcap_dir = store.pcap_dir();
+    let mut orphans = Vec::new();
+    for entry in std::fs::read_dir(&pcap_dir).map_err(Error::io("cannot list", &pcap_dir))? {
+        let entry = entry.map_err(Error::io("cannot list", &pcap_dir))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".pcap") && !indexed.contains(&name) {
+            orphans.push(entry.path());
+        }
+    }
+    orphans.sort();
+    Ok(orphans)
 }
 
 fn is_disk_full(err: &Error) -> bool {

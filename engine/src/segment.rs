@@ -245,7 +245,18 @@ impl SegmentReader {
     /// Opens a segment and checks its file header against the metadata.
     pub fn open(pcap_dir: &Path, meta: SegmentMeta, chunks: Vec<ChunkEntry>) -> Result<SegmentReader> {
         let path = pcap_dir.join(&meta.file_name);
-        let file = File::open(&path).map_err(Error::io("cannot open segment", &path))?;
+        let file = File::open(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::DamagedSegment {
+                    path: path.clone(),
+                    reason: "the file was deleted, most likely by retention, after the extraction started; \
+                             the output ends before this segment, so run the extraction again"
+                        .into(),
+                }
+            } else {
+                Error::Io { action: "cannot open segment", path: path.clone(), source }
+            }
+        })?;
         let mut header = [0u8; 24];
         file.read_exact_at(&mut header, 0).map_err(|err| Error::DamagedSegment {
             path: path.clone(),
