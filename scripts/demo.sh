@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets everything up, builds pktvault, generates a sample capture, records it
+# Sets everything up, builds pktvault, generates a sample capture, imports it
 # into ./pktvault-data and extracts one host's HTTPS packets as a pcap.
 set -euo pipefail
 cd "$(dirname "$0")/.."

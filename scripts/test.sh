@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+corpus="${PKTVAULT_CORPUS:-../shared/corpus}"
+if [ ! -f "$corpus/MANIFEST.tsv" ]; then
+    echo "test: the capture corpus is missing at $corpus; put it there or set PKTVAULT_CORPUS" >&2
+    exit 1
+fi
 # One target folder outside the clone, shared by every checkout, so the
 # RocksDB build (over ten minutes on two cores) is reused.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pktvault-target}"

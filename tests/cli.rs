@@ -763,3 +763,61 @@ fn extract_pipe_into_tcpdump() {
     assert_eq!(line_count(&mdns), line_count(&expected), "tcpdump lines for --bpf 'udp port 5353'");
     assert!(mdns == expected, "tcpdump prints the piped mDNS extraction differently from the original capture");
 }
+
+/// Runs `pktvault extract` over all recorded time with `-w target`.
+fn extract_to(data_dir: &Path, target: &str) -> Output {
+    pktvault(&["extract", "--data-dir", &path_arg(data_dir), "--begin", "0", "--end", END_OF_PCAP_TIME, "-w", target])
+}
+
+#[test]
+fn extract_writes_through_special_files() {
+    use std::os::unix::fs::FileTypeExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    import(&data_dir, &[&corpus("dns_mdns_llmnr.pcap")]);
+
+    let output = extract_to(&data_dir, "/dev/null");
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr_text(&output));
+    let null = fs::metadata("/dev/null").expect("stat /dev/null");
+    assert!(null.file_type().is_char_device(), "-w /dev/null replaced the device");
+
+    let target = dir.path().join("real.pcap");
+    fs::write(&target, b"").unwrap();
+    let link = dir.path().join("link.pcap");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let output = extract_to(&data_dir, &path_arg(&link));
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr_text(&output));
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "-w replaced the symbolic link");
+    assert_eq!(read_pcap(&fs::read(&target).unwrap()).1.len(), 464, "the link's target did not receive the pcap");
+
+    let output = extract_to(&data_dir, &path_arg(dir.path()));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_text(&output).contains("is a directory"), "stderr: {}", stderr_text(&output));
+    let partial = dir.path().with_extension("partial");
+    assert!(!partial.exists(), "a partial file was left at {}", partial.display());
+}
+
+#[test]
+fn extract_mixed_linktypes_is_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    import(&data_dir, &[&corpus("pcapng_11_interfaces.pcapng")]);
+
+    let output = run_extract(&data_dir, "0", END_OF_PCAP_TIME, &[]);
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr_text(&output));
+    assert!(stderr_text(&output).contains("--linktype"), "stderr: {}", stderr_text(&output));
+    assert!(output.stdout.is_empty());
+
+    let output = run_extract(&data_dir, "0", END_OF_PCAP_TIME, &["--linktype", "1"]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr_text(&output));
+    let (info, packets) = read_pcap(&output.stdout);
+    assert_eq!(info.linktype, 1);
+    assert!(!packets.is_empty());
+
+    let output = run_extract(&data_dir, "0", END_OF_PCAP_TIME, &["--linktype", "99"]);
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr_text(&output));
+    let stderr = stderr_text(&output);
+    assert!(stderr.contains("no packets of linktype 99"), "stderr: {stderr}");
+    assert!(stderr.contains("linktype 1 in"), "stderr: {stderr}");
+}

@@ -21,10 +21,20 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
             format!("invalid time {text:?}: the latest accepted time is epoch 18446744073 (2554-07-21)")
         });
     }
-    let parsed =
-        OffsetDateTime::parse(text, &Rfc3339).map_err(|err| format!("invalid time {text:?} ({err}); {accepted}"))?;
+    // RFC 3339 allows any number of fraction digits; the time crate drops those past nine.
+    if let Some((_, fraction)) = text.split_once('.') {
+        let digits = fraction.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 9 {
+            return Err(format!("invalid time {text:?}: at most nine fraction digits are accepted; {accepted}"));
+        }
+    }
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| format!("invalid time {text:?}; {accepted}, with a 'Z' or '+hh:mm' offset in RFC 3339"))?;
     let nanos = parsed.unix_timestamp_nanos();
-    u64::try_from(nanos).map_err(|_| format!("invalid time {text:?}: times before 1970 are not accepted"))
+    if nanos < 0 {
+        return Err(format!("invalid time {text:?}: times before 1970 are not accepted"));
+    }
+    u64::try_from(nanos).map_err(|_| format!("invalid time {text:?}: the latest accepted time is 2554-07-21T23:34:33Z"))
 }
 
 /// Parses a size in bytes with an optional binary suffix: `K`, `M`, `G`, `T`
@@ -62,6 +72,14 @@ mod tests {
     fn rfc3339_times() {
         assert_eq!(parse_time("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000_000_000);
         assert_eq!(parse_time("2023-11-14T23:13:20.5+01:00").unwrap(), 1_700_000_000_500_000_000);
+    }
+
+    #[test]
+    fn rfc3339_limits_are_reported() {
+        assert!(parse_time("2014-10-19T19:16:56.3464560001Z").unwrap_err().contains("nine fraction digits"));
+        assert!(parse_time("9999-12-31T23:59:59Z").unwrap_err().contains("latest accepted"));
+        assert!(parse_time("1969-12-31T23:59:59Z").unwrap_err().contains("before 1970"));
+        assert!(parse_time("2014-10-19T19:16:56").unwrap_err().contains("offset"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use pktvault_engine::extract::{extract as run_extract, ExtractOutcomeError, ExtractRequest, Selection};
+use pktvault_engine::extract::{extract as run_extract, ExtractError, ExtractOutcomeError, ExtractRequest, Selection};
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
@@ -89,11 +89,14 @@ fn skipped_note(skipped: u64) -> String {
     }
 }
 
-/// Where the pcap goes: standard output, or a file written under a temporary
-/// name and renamed when complete, so a failed extraction leaves no partial file.
+/// Where the pcap goes: standard output; a regular file, written under a
+/// temporary name and renamed when complete so a failed extraction leaves no
+/// partial file; or anything else (a device, FIFO or symbolic link), written
+/// in place as tcpdump does.
 enum Destination {
     Stdout,
     File { path: PathBuf, partial: PathBuf },
+    Special,
 }
 
 impl Destination {
@@ -105,6 +108,18 @@ impl Destination {
             return Ok((Destination::Stdout, Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))));
         }
         let path = PathBuf::from(target);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => bail!("-w {target} is a directory; give a file name"),
+            Ok(meta) if !meta.file_type().is_file() => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                return Ok((Destination::Special, Box::new(BufWriter::with_capacity(1 << 20, file))));
+            }
+            _ => {}
+        }
         let mut partial_name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
         partial_name.push(".partial");
         let partial = path.with_file_name(partial_name);
@@ -170,7 +185,8 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         Err(ExtractOutcomeError::Empty(err)) => {
             destination.discard();
             eprintln!("pktvault: {err}");
-            Ok(ExitCode::from(1))
+            // No data in the window is "nothing matched"; anything else is an error.
+            Ok(if matches!(err, ExtractError::NoDataInWindow { .. }) { ExitCode::from(1) } else { ExitCode::from(2) })
         }
         Err(ExtractOutcomeError::Engine(pktvault_engine::Error::Output(err)))
             if err.kind() == std::io::ErrorKind::BrokenPipe =>

@@ -31,6 +31,12 @@ pub enum Error {
     /// No index exists for the interface.
     #[error("no recorded data for interface {ifid} in {data_dir}: run 'pktvault import' or 'pktvault record' first")]
     NoInterface { ifid: u32, data_dir: PathBuf },
+    /// Another process writes the interface.
+    #[error(
+        "interface {ifid} in {data_dir} is being written by another process (a running 'pktvault record' or import); \
+         stop it, or write to another --ifid; extraction and status work while it runs"
+    )]
+    Busy { ifid: u32, data_dir: PathBuf },
     /// A segment file does not match its index entry.
     #[error("segment {path} is damaged: {reason}")]
     DamagedSegment { path: PathBuf, reason: String },

@@ -60,6 +60,9 @@ pub enum ExtractError {
     /// Nothing was recorded in the window.
     #[error("no packets were recorded in the window [{}, {}); {}", format_epoch_ns(*.begin_ns), format_epoch_ns(*.end_ns), describe_range(.available))]
     NoDataInWindow { begin_ns: u64, end_ns: u64, available: Option<(u64, u64)> },
+    /// `--linktype` names a link type that no segment in the window has.
+    #[error("the window holds no packets of linktype {requested}; it holds {}", describe_linktypes(.present))]
+    NoSuchLinktype { requested: u32, present: Vec<(u32, u64)> },
     /// The matching packets have different link types, which one pcap cannot hold.
     #[error("the window holds packets of several link types ({}), and a pcap file has one; choose one with --linktype", describe_linktypes(.linktypes))]
     MixedLinktypes { linktypes: Vec<(u32, u64)> },
@@ -243,6 +246,15 @@ fn select_segments(
         .cloned()
         .collect();
     if overlapping.is_empty() {
+        if let Some(requested) = request.linktype {
+            let mut present: BTreeMap<u32, u64> = BTreeMap::new();
+            for meta in all.iter().filter(|meta| meta.packets > 0 && window.overlaps(meta.min_ts_ns, meta.max_ts_ns)) {
+                *present.entry(meta.linktype).or_default() += 1;
+            }
+            if !present.is_empty() {
+                return Err(ExtractError::NoSuchLinktype { requested, present: present.into_iter().collect() }.into());
+            }
+        }
         let available = recorded_range(&all);
         return Err(ExtractError::NoDataInWindow { begin_ns: window.begin_ns, end_ns: window.end_ns, available }.into());
     }

@@ -99,6 +99,13 @@ impl Ingester {
     /// deletes them. A torn last record is dropped.
     fn reindex(&mut self, orphans: &[std::path::PathBuf]) -> Result<()> {
         for path in orphans {
+            let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+            if size <= crate::segment::FILE_HEADER_BYTES {
+                // Created, but no packet reached the file before its writer died.
+                std::fs::remove_file(path).map_err(Error::io("cannot delete", path))?;
+                tracing::warn!(file = %path.display(), "deleted an empty segment file that had no index entry");
+                continue;
+            }
             let report = crate::input::import_file(path, self)?;
             self.flush()?;
             std::fs::remove_file(path).map_err(Error::io("cannot delete", path))?;

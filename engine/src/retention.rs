@@ -3,7 +3,8 @@
 //!
 //! A segment is deleted index first (one synced range delete), then its file.
 //! A crash between the two leaves a file without an index entry, never an
-//! index entry without a file. Such a file still counts toward disk usage.
+//! index entry without a file. The next writer imports such a file again (see
+//! `Ingester::new`), and retention deletes it again when it is the oldest.
 
 use std::path::Path;
 
@@ -22,7 +23,7 @@ pub struct RetentionPolicy {
     pub max_age_ns: Option<u64>,
 }
 
-/// What one enforcement deleted.
+/// Counts of the segments and bytes one enforcement deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionStats {
     pub segments_deleted: u64,

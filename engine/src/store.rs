@@ -42,7 +42,13 @@ impl InterfaceStore {
         options.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
         options.set_max_open_files(512);
         options.set_keep_log_file_num(4);
-        let db = DB::open(&options, &index_path).map_err(|source| Error::Index { path: index_path.clone(), source })?;
+        let db = DB::open(&options, &index_path).map_err(|source| {
+            if source.to_string().contains("LOCK") {
+                Error::Busy { ifid, data_dir: data_dir.to_path_buf() }
+            } else {
+                Error::Index { path: index_path.clone(), source }
+            }
+        })?;
         let store = InterfaceStore { ifid, root, index_path, db, writable: true };
         match store.get(keys::FORMAT_KEY)? {
             Some(bytes) => store.check_format(&bytes)?,
