@@ -6,7 +6,7 @@ use std::path::Path;
 
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::pcapng::PcapNgReader;
 use pcap_file::{PcapError, TsResolution as FileResolution};
 use pktvault_schema::time::NANOS_PER_SEC;
 use pktvault_schema::TsResolution;
@@ -147,6 +147,33 @@ fn pcapng_ts_ns(units: u64, tsresol: u8) -> Option<u64> {
     u64::try_from(nanos).ok()
 }
 
+const SECTION_HEADER_BLOCK: u32 = 0x0A0D_0D0A;
+const INTERFACE_DESCRIPTION_BLOCK: u32 = 1;
+const OBSOLETE_PACKET_BLOCK: u32 = 2;
+const SIMPLE_PACKET_BLOCK: u32 = 3;
+const ENHANCED_PACKET_BLOCK: u32 = 6;
+
+/// Decodes the fixed fields of an enhanced (or obsolete) packet block body:
+/// interface id, 64-bit timestamp in interface units, original length and
+/// captured bytes. Returns `None` when the body is too short for them.
+fn packet_block_fields(body: &[u8], obsolete: bool, big_endian: bool) -> Option<(u32, u64, u32, Vec<u8>)> {
+    let word = |offset: usize| -> Option<u32> {
+        let bytes: [u8; 4] = body.get(offset..offset + 4)?.try_into().ok()?;
+        Some(if big_endian { u32::from_be_bytes(bytes) } else { u32::from_le_bytes(bytes) })
+    };
+    let interface_id = if obsolete {
+        let bytes: [u8; 2] = body.get(0..2)?.try_into().ok()?;
+        u32::from(if big_endian { u16::from_be_bytes(bytes) } else { u16::from_le_bytes(bytes) })
+    } else {
+        word(0)?
+    };
+    let units = (u64::from(word(4)?) << 32) | u64::from(word(8)?);
+    let captured = word(12)? as usize;
+    let original = word(16)?;
+    let data = body.get(20..20usize.checked_add(captured)?)?.to_vec();
+    Some((interface_id, units, original, data))
+}
+
 fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
     let mut pcapng = PcapNgReader::new(reader).map_err(|err| Error::BadInput {
         path: path.to_path_buf(),
@@ -155,9 +182,12 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut report = FileReport::default();
     let mut record_number = 0u64;
-    while let Some(block) = pcapng.next_block() {
-        let block = match block {
-            Ok(block) => block,
+    // Blocks are read raw and packet blocks decoded here, without their
+    // options: pcap-file rejects a whole block whose comment is not UTF-8,
+    // and a packet needs none of its options.
+    while let Some(block) = pcapng.next_raw_block() {
+        let (block_type, body) = match block {
+            Ok(block) => (block.type_, block.body.into_owned()),
             Err(err) => {
                 report.warn(format!(
                     "{}: stopped after packet {record_number}: {}; the packets before it were imported",
@@ -167,12 +197,15 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
                 break;
             }
         };
-        let (interface_id, units, wire_len, data) = match block {
-            Block::SectionHeader(_) => {
+        let big_endian = pcapng.section().endianness == pcap_file::Endianness::Big;
+        let (interface_id, units, wire_len, data) = match block_type {
+            SECTION_HEADER_BLOCK => {
                 interfaces.clear();
                 continue;
             }
-            Block::InterfaceDescription(idb) => {
+            INTERFACE_DESCRIPTION_BLOCK => {
+                // The reader has parsed it already.
+                let Some(idb) = pcapng.interfaces().last() else { continue };
                 let mut interface =
                     Interface { linktype: u32::from(idb.linktype), snaplen: idb.snaplen, tsresol: 6, tsoffset: 0 };
                 for option in &idb.options {
@@ -185,12 +218,21 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
                 interfaces.push(interface);
                 continue;
             }
-            // pcap-file 2.0 stores the raw 64-bit timestamp as nanoseconds and ignores if_tsresol.
-            Block::EnhancedPacket(epb) => {
-                (epb.interface_id, epb.timestamp.as_nanos() as u64, epb.original_len, epb.data)
+            ENHANCED_PACKET_BLOCK | OBSOLETE_PACKET_BLOCK => {
+                match packet_block_fields(&body, block_type == OBSOLETE_PACKET_BLOCK, big_endian) {
+                    Some(fields) => fields,
+                    None => {
+                        record_number += 1;
+                        report.skipped += 1;
+                        report.warn(format!(
+                            "{}: packet {record_number} is a damaged packet block; skipped",
+                            path.display()
+                        ));
+                        continue;
+                    }
+                }
             }
-            Block::Packet(pb) => (u32::from(pb.interface_id), pb.timestamp, pb.original_len, pb.data),
-            Block::SimplePacket(_) => {
+            SIMPLE_PACKET_BLOCK => {
                 record_number += 1;
                 report.skipped += 1;
                 report.warn(format!(
