@@ -4,7 +4,7 @@
 # Packages already present are left alone.
 set -euo pipefail
 
-packages=(libpcap-dev libclang-dev clang tcpdump tshark)
+packages=(libpcap-dev libclang-dev clang tcpdump tshark time)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Macro-benchmark of pktvault against tcpdump, cp and cat, all in one run.
+
+Generates a seeded trace with pktvault-gen (or takes --input FILE), then
+measures ingest, selective and broad extraction, index size, peak memory and
+freshness, and prints a Markdown report with medians and ratios.
+
+    python3 benches/compare.py --bytes 1G --runs 3 --bin /var/tmp/pktvault-target/release
+
+Use --smoke for a quick check on a small trace (CI runs it with debug binaries).
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run(args, **kwargs):
+    return subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+
+
+def timed(args, runs, setup=None):
+    """Returns the median wall time of `args` over `runs` runs, in seconds."""
+    times = []
+    for _ in range(runs):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        run(args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_kib(args):
+    result = subprocess.run(["/usr/bin/time", "-v"] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+    return int(match.group(1)) if match else -1
+
+
+def first_byte_seconds(args):
+    start = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process.stdout.read(25)  # the pcap header and the first record byte
+    elapsed = time.perf_counter() - start
+    process.stdout.read()
+    process.wait()
+    return elapsed
+
+
+def pcap_packet_count(data):
+    """Counts the records of a little-endian pcap held in `data`."""
+    count, offset = 0, 24
+    while offset + 16 <= len(data):
+        caplen = int.from_bytes(data[offset + 8:offset + 12], "little")
+        offset += 16 + caplen
+        count += 1
+    return count
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/pktvault-target"), "release"))
+    parser.add_argument("--bytes", default="1G", help="size of the generated trace (K, M, G)")
+    parser.add_argument("--input", help="measure this pcap instead of a generated trace")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=200_000, help="packets per second of the generated trace")
+    parser.add_argument("--work", help="folder for the trace and data (default: a temporary folder)")
+    parser.add_argument("--smoke", action="store_true", help="small trace, one run, no freshness test")
+    args = parser.parse_args()
+    if args.smoke:
+        args.bytes, args.runs = "16M", 1
+
+    pktvault = os.path.join(args.bin, "pktvault")
+    generator = os.path.join(args.bin, "pktvault-gen")
+    for tool in [pktvault, shutil.which("tcpdump"), "/usr/bin/time"]:
+        if not tool or not os.path.exists(tool):
+            sys.exit(f"compare.py: {tool or 'tcpdump'} is missing; build with 'cargo build --release --workspace' and install tcpdump and time")
+
+    work = args.work or tempfile.mkdtemp(prefix="pktvault-bench-")
+    os.makedirs(work, exist_ok=True)
+    trace = args.input or os.path.join(work, "trace.pcap")
+    if not args.input:
+        run([generator, "--seed", "1", "--bytes", args.bytes, "--rate", str(args.rate), "-w", trace])
+    trace_bytes = os.path.getsize(trace)
+    data = os.path.join(work, "data")
+    report = []
+
+    def fresh_data():
+        shutil.rmtree(data, ignore_errors=True)
+
+    # 1. Ingest.
+    ingest = timed([pktvault, "import", "--data-dir", data, trace], args.runs, setup=fresh_data)
+    copy = timed(["cp", trace, os.path.join(work, "copy.pcap")], args.runs)
+    rewrite = timed(["tcpdump", "-r", trace, "-w", os.path.join(work, "rewrite.pcap")], args.runs)
+    os.remove(os.path.join(work, "copy.pcap"))
+    os.remove(os.path.join(work, "rewrite.pcap"))
+    import_rss = peak_rss_kib([pktvault, "import", "--data-dir", os.path.join(work, "rss"), trace])
+    shutil.rmtree(os.path.join(work, "rss"), ignore_errors=True)
+    status = subprocess.run([pktvault, "status", "--data-dir", data, "--json"], capture_output=True, text=True, check=True)
+    facts = json.loads(status.stdout)[0]
+    packets = facts["packets"]
+    first_s = facts["first_packet_ns"] // 1_000_000_000
+    last_s = facts["last_packet_ns"] // 1_000_000_000 + 1
+    segments = sorted(os.listdir(os.path.join(data, "0", "pcap")))
+    segment_paths = [os.path.join(data, "0", "pcap", name) for name in segments]
+    index_bytes = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(os.path.join(data, "0", "index")) for name in names)
+    pcap_bytes = sum(os.path.getsize(path) for path in segment_paths)
+    report.append(("Ingest: pktvault import", ingest, f"{packets / ingest / 1e6:.2f} M packets/s, {trace_bytes / ingest / 1e6:.0f} MB/s"))
+    report.append(("Ingest: cp", copy, f"import / cp = {ingest / copy:.1f}"))
+    report.append(("Ingest: tcpdump -r -w", rewrite, f"import / tcpdump = {ingest / rewrite:.2f}"))
+
+    extract = [pktvault, "extract", "--data-dir", data, "-w", "-"]
+    window_all = ["--begin", str(first_s), "--end", str(last_s)]
+
+    # 2. Selective extraction: a host that carries about 0.1% of the packets.
+    target = packets / 1000
+    best = None
+    for index in range(0, 600, 5):
+        host = f"10.0.{index >> 8}.{index & 255}"
+        output = subprocess.run(extract + window_all + ["host", host], capture_output=True, check=False)
+        selected = pcap_packet_count(output.stdout)
+        if best is None or abs(selected - target) < abs(best[1] - target):
+            best = (host, selected)
+    host, host_packets = best
+    tcpdump_host = f"host {host} or (vlan and host {host})"
+
+    def tcpdump_over(paths, expression):
+        start = time.perf_counter()
+        for path in paths:
+            run(["tcpdump", "-r", path, "-w", "/dev/null", expression])
+        return time.perf_counter() - start
+
+    selective = timed(extract + window_all + ["host", host], args.runs)
+    baseline = statistics.median(tcpdump_over(segment_paths, tcpdump_host) for _ in range(args.runs))
+    first_byte = first_byte_seconds(extract + window_all + ["host", host])
+    report.append((f"Selective: host {host} ({host_packets} packets), whole trace", selective, f"tcpdump over all segments {baseline:.3f} s, speedup {baseline / selective:.1f}x, first byte {first_byte * 1000:.1f} ms"))
+
+    port_filter = ["host", host, "and", "port", "443"]
+    host_port = timed(extract + window_all + port_filter, args.runs)
+    baseline_port = statistics.median(
+        tcpdump_over(segment_paths, f"(host {host} and port 443) or (vlan and host {host} and port 443)") for _ in range(args.runs)
+    )
+    report.append((f"Selective: host {host} and port 443", host_port, f"speedup {baseline_port / host_port:.1f}x over tcpdump"))
+
+    middle = (first_s + last_s) // 2
+    minute = ["--begin", str(middle), "--end", str(middle + 60)]
+    overlapping = [path for path in segment_paths if middle - 60 <= int(os.path.basename(path).split(".")[0]) < middle + 60]
+    window_time = timed(extract + minute + ["host", host], args.runs)
+    window_baseline = statistics.median(tcpdump_over(overlapping, tcpdump_host) for _ in range(args.runs))
+    report.append(("Selective: host, one-minute window", window_time, f"tcpdump over {len(overlapping)} overlapping segments {window_baseline:.3f} s, speedup {window_baseline / window_time:.1f}x"))
+
+    # 3. Broad extraction versus cat of an output of the same size.
+    broad_file = os.path.join(work, "broad.pcap")
+    broad = timed([pktvault, "extract", "--data-dir", data, "-w", broad_file] + window_all + ["tcp"], args.runs)
+    cat = timed(["sh", "-c", f"cat {broad_file} > {os.path.join(work, 'cat.pcap')}"], args.runs)
+    broad_rss = peak_rss_kib([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"])
+    report.append((f"Broad: tcp ({os.path.getsize(broad_file) / 1e6:.0f} MB out)", broad, f"cat of the same size {cat:.3f} s, ratio {broad / cat:.1f}"))
+
+    print(f"Trace: {trace_bytes / 1e9:.2f} GB, {packets} packets, {len(segments)} segments; machine: {os.cpu_count()} cores")
+    print()
+    print("| Measurement | Median (s) | Comparison |")
+    print("|---|---|---|")
+    for name, seconds, comparison in report:
+        print(f"| {name} | {seconds:.3f} | {comparison} |")
+    print(f"| Index size | - | {index_bytes / 1e6:.1f} MB for {pcap_bytes / 1e6:.0f} MB of segments = {100 * index_bytes / pcap_bytes:.2f}% |")
+    print(f"| Peak RSS | - | import {import_rss / 1024:.0f} MiB, broad extraction {broad_rss / 1024:.0f} MiB |")
+
+    # 6. Freshness: from sending a packet on lo to an extraction returning it.
+    if not args.smoke:
+        fresh = os.path.join(work, "fresh")
+        recorder = subprocess.Popen([pktvault, "record", "--data-dir", fresh, "-i", "lo"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(2)
+            receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            receiver.bind(("127.0.0.1", 0))
+            port = receiver.getsockname()[1]
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            delays = []
+            for _ in range(5):
+                sent = time.perf_counter()
+                sender.sendto(b"pktvault freshness probe", ("127.0.0.1", port))
+                now = time.time()
+                while True:
+                    output = subprocess.run(
+                        [pktvault, "extract", "--data-dir", fresh, "--begin", str(int(now) - 5), "--end", str(int(now) + 5), "-w", "-", "udp", "port", str(port)],
+                        capture_output=True,
+                    )
+                    found = output.stdout.count(b"pktvault freshness probe")
+                    if found >= len(delays) + 1:
+                        break
+                delays.append(time.perf_counter() - sent)
+            print(f"| Freshness (record -i lo) | {statistics.median(delays):.3f} | send to extractable, median of 5 |")
+        finally:
+            recorder.terminate()
+            recorder.wait()
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
