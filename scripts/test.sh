@@ -20,7 +20,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pktvault-target}"
 # they are always rebuilt here; dependencies such as RocksDB stay cached.
 cargo clean --quiet -p pktvault-schema -p pktvault-engine -p pktvault-cli -p pktvault-suite
 cargo build --workspace --all-targets
-cargo test --workspace --all-targets
 # The macro-benchmark runs on a small trace as a smoke test; its numbers mean
 # nothing in a debug build and are not checked.
 python3 benches/compare.py --smoke --bin "$CARGO_TARGET_DIR/debug"
+cargo test --workspace --all-targets
