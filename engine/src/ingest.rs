@@ -246,6 +246,7 @@ impl Ingester {
         }
         let (meta, chunks, index) = writer.seal()?;
         self.store.commit_segment(&meta, &chunks, &index)?;
+        self.store.flush()?;
         self.stats.segments_sealed += 1;
         tracing::debug!(segment_id = meta.segment_id, packets = meta.packets, file = %meta.file_name, "segment sealed");
         Ok(())

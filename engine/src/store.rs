@@ -165,6 +165,13 @@ impl InterfaceStore {
         self.db.write_opt(batch, &options).map_err(|source| self.index_error(source))
     }
 
+    /// Writes the memtable to a table file, so that the write-ahead log
+    /// stays short: a read-only open replays the whole log, which made every
+    /// extraction pay for the index writes since the last flush.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|source| self.index_error(source))
+    }
+
     /// Replaces a segment's metadata.
     pub fn update_meta(&self, meta: &SegmentMeta) -> Result<()> {
         let mut options = WriteOptions::default();
