@@ -331,3 +331,19 @@ fn orphan_segment_file_is_reindexed() {
     assert_eq!(from_orphan, expected.len() - 1, "every whole record of the orphan is extractable");
     assert_index_matches_files(&data_dir);
 }
+
+#[test]
+fn second_writer_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut recorder = Recorder::start(&data_dir, dir.path());
+    let output = pktvault_expect(
+        &["import", "--data-dir", data_dir.to_str().unwrap(), corpus("rawip4_228.pcap").to_str().unwrap()],
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("being written by another process"), "{stderr}");
+    assert!(!stderr.contains("LOCK"), "the raw RocksDB error leaks: {stderr}");
+    recorder.signal(libc::SIGINT);
+    assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0), "stderr: {}", recorder.stderr());
+}
