@@ -18,7 +18,7 @@ use pktvault_schema::TsResolution;
 
 const PACKETS: u32 = 20_000;
 
-/// A TCP/IPv4 frame of host `10.0.x.y` to one of 64 servers, with a payload of 0 to 1400 bytes.
+/// Builds a TCP/IPv4 frame of host `10.0.x.y` to one of 64 servers, with a payload of 0 to 1400 bytes.
 fn frame(number: u32) -> Vec<u8> {
     let mixed = number.wrapping_mul(2_654_435_761);
     let client = [10, 0, (mixed >> 8) as u8 % 16, mixed as u8];

@@ -13,7 +13,7 @@ for package in "${packages[@]}"; do
 done
 if ((${#missing[@]} > 0)); then
     echo "setup: installing ${missing[*]}"
-    # tshark asks whether non-root users may capture; answer no without a prompt.
+    # The tshark package prompts whether non-root users may capture; preseed "no".
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

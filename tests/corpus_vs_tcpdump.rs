@@ -2,10 +2,10 @@
 //! corpus of real captures.
 //!
 //! The reference for the default filter language is tcpdump applied to a
-//! normalized copy of each capture, in which the headers that pktvault's
-//! semantics look through (VLAN tags, MPLS labels, IPv6 hop-by-hop, routing,
-//! destination-options and authentication headers, and the fragment header
-//! of a first fragment) are removed. Each packet of the copy carries its
+//! normalized copy of each capture. The copy lacks the headers that
+//! pktvault's filters look through: VLAN tags, MPLS labels, IPv6 hop-by-hop,
+//! routing, destination-options and authentication headers, and the fragment
+//! header of a first fragment. Each packet of the copy carries its
 //! index as its timestamp, so tcpdump's selection maps back to the original
 //! packets, which pktvault must return with original bytes and timestamps,
 //! sorted by time. libpcap mode is compared with tcpdump on the original files.
@@ -368,7 +368,18 @@ fn fill(template: &str, values: &HashMap<&'static str, String>) -> Option<String
     (!filter.contains('{')).then_some(filter)
 }
 
-/// The capture's packets; pcapng is converted to classic pcap by tcpdump first.
+/// Rewrites `capture` as a nanosecond classic pcap at `output` with tcpdump.
+fn convert_with_tcpdump(capture: &Path, output: &Path) -> std::process::Output {
+    Command::new("tcpdump")
+        .args(["--time-stamp-precision", "nano", "-r"])
+        .arg(capture)
+        .arg("-w")
+        .arg(output)
+        .output()
+        .expect("run tcpdump")
+}
+
+/// Returns the capture's packets, converting pcapng to classic pcap with tcpdump first.
 fn original_packets(capture: &Path, work: &Path) -> (PcapInfo, Vec<Packet>, PathBuf) {
     let bytes = std::fs::read(capture).expect("read capture");
     if !bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
@@ -376,13 +387,7 @@ fn original_packets(capture: &Path, work: &Path) -> (PcapInfo, Vec<Packet>, Path
         return (info, packets, capture.to_path_buf());
     }
     let converted = work.join("original.pcap");
-    let status = Command::new("tcpdump")
-        .args(["--time-stamp-precision", "nano", "-r"])
-        .arg(capture)
-        .arg("-w")
-        .arg(&converted)
-        .output()
-        .expect("run tcpdump");
+    let status = convert_with_tcpdump(capture, &converted);
     assert!(
         status.status.success(),
         "tcpdump cannot read {}: {}",
@@ -474,13 +479,7 @@ fn libpcap_mode_matches_tcpdump_on_corpus() {
     for capture in captures {
         let work = tempfile::tempdir().unwrap();
         let converted = work.path().join("original.pcap");
-        let readable = Command::new("tcpdump")
-            .args(["--time-stamp-precision", "nano", "-r"])
-            .arg(capture)
-            .arg("-w")
-            .arg(&converted)
-            .output()
-            .expect("run tcpdump");
+        let readable = convert_with_tcpdump(capture, &converted);
         if !readable.status.success() {
             // libpcap cannot read it (several link types in one pcapng, unknown link types).
             continue;

@@ -16,7 +16,7 @@ const SEGMENT_BYTES: u64 = 512 << 10;
 const MAX_DISK: u64 = 12 << 20;
 const START_SECS: u32 = 1_700_000_000;
 
-/// A 1,000-byte UDP frame whose payload carries `number`.
+/// Builds a 1,000-byte UDP frame whose payload carries `number`.
 fn frame(number: u32) -> Vec<u8> {
     let mut payload = number.to_be_bytes().to_vec();
     payload.resize(958, 0xab);
@@ -69,7 +69,7 @@ fn disk_limit_holds_and_drops_oldest() {
     let largest = ingest(&mut ingester, 0..60_000, MAX_DISK);
     let (store, _) = ingester.finish().unwrap();
     assert!(disk_usage(&store).unwrap() <= MAX_DISK);
-    // Deleting no more than needed: at least half the budget still holds data.
+    // Deleting no more than needed: at least half the budget is still in use.
     assert!(largest > MAX_DISK / 2, "the largest usage seen was only {largest} bytes");
 
     let kept = extractable(&store);

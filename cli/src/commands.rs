@@ -89,10 +89,10 @@ fn skipped_note(skipped: u64) -> String {
     }
 }
 
-/// Where the pcap goes: standard output; a regular file, written under a
-/// temporary name and renamed when complete so a failed extraction leaves no
-/// partial file; or anything else (a device, FIFO or symbolic link), written
-/// in place as tcpdump does.
+/// The output of an extraction. A regular file is written under a temporary
+/// name and renamed when complete, so a failed extraction leaves no partial
+/// file. Anything else (a device, FIFO or symbolic link) is written in place,
+/// as tcpdump does.
 enum Destination {
     Stdout,
     File { path: PathBuf, partial: PathBuf },

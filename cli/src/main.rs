@@ -117,7 +117,7 @@ struct ExtractArgs {
     /// Compile the filter with libpcap and match packets with libpcap, exactly as tcpdump does.
     #[arg(long)]
     bpf: bool,
-    /// Extract only segments of this LINKTYPE value when the window holds several.
+    /// Extract only segments of this LINKTYPE value when the window contains several.
     #[arg(long, value_name = "N")]
     linktype: Option<u32>,
     /// Filter; the words are joined with spaces, as tcpdump does. No filter selects every packet.

@@ -56,8 +56,8 @@ fn dlt_to_linktype(dlt: i32) -> u32 {
 /// How often the capture loop wakes up to check `stop` and read drop counters.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How often the open segments are made durable and extractable. Extraction
-/// sees a packet at most this long, plus one poll interval, after its capture.
+/// How often the open segments are made durable and extractable. A packet is
+/// extractable at most this long, plus one poll interval, after its capture.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Captures packets on `config.interface` into `ingester` until `stop` is set.

@@ -33,6 +33,12 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 const MAX_WARNINGS: usize = 20;
 
 impl FileReport {
+    /// Counts packet `number` of `path` as skipped, with the reason.
+    fn skip(&mut self, path: &Path, number: u64, reason: &str) {
+        self.skipped += 1;
+        self.warn(format!("{}: packet {number} {reason}; skipped", path.display()));
+    }
+
     fn warn(&mut self, warning: String) {
         if self.warnings.len() < MAX_WARNINGS {
             self.warnings.push(warning);
@@ -223,43 +229,27 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
                     Some(fields) => fields,
                     None => {
                         record_number += 1;
-                        report.skipped += 1;
-                        report.warn(format!(
-                            "{}: packet {record_number} is a damaged packet block; skipped",
-                            path.display()
-                        ));
+                        report.skip(path, record_number, "is a damaged packet block");
                         continue;
                     }
                 }
             }
             SIMPLE_PACKET_BLOCK => {
                 record_number += 1;
-                report.skipped += 1;
-                report.warn(format!(
-                    "{}: packet {record_number} is a simple packet block without a timestamp; skipped",
-                    path.display()
-                ));
+                report.skip(path, record_number, "is a simple packet block without a timestamp");
                 continue;
             }
             _ => continue,
         };
         record_number += 1;
         let Some(interface) = interfaces.get(interface_id as usize).copied() else {
-            report.skipped += 1;
-            report.warn(format!(
-                "{}: packet {record_number} names interface {interface_id}, which is not described; skipped",
-                path.display()
-            ));
+            report.skip(path, record_number, &format!("names interface {interface_id}, which is not described"));
             continue;
         };
         let ts_ns = pcapng_ts_ns(units, interface.tsresol)
             .and_then(|ns| ns.checked_add(interface.tsoffset.checked_mul(NANOS_PER_SEC)?));
         let Some(ts_ns) = ts_ns.filter(|ns| ns / NANOS_PER_SEC <= u64::from(u32::MAX)) else {
-            report.skipped += 1;
-            report.warn(format!(
-                "{}: packet {record_number} has a timestamp after the year 2106, which a pcap file cannot store; skipped",
-                path.display()
-            ));
+            report.skip(path, record_number, "has a timestamp after the year 2106, which a pcap file cannot store");
             continue;
         };
         let resolution = if interface.tsresol == 6 { TsResolution::Micro } else { TsResolution::Nano };

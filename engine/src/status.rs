@@ -3,7 +3,7 @@
 //! A recorder writes `DIR/<ifid>/recorder.json` when it starts, after every
 //! checkpoint and when it stops, and appends its log to `DIR/<ifid>/recorder.log`.
 //! [`interface_status`] combines them with the index into the facts that
-//! `pktvault status` prints; it only reads, so it works on a data directory
+//! `pktvault status` prints. It only reads, so it works on a data directory
 //! that another process records into.
 
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub enum RecorderPhase {
     Failed,
 }
 
-/// What a recorder writes about itself.
+/// The state a recorder writes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecorderState {
     pub pid: u32,

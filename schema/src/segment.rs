@@ -23,7 +23,7 @@ impl TsResolution {
         }
     }
 
-    /// The little-endian pcap magic of this resolution.
+    /// Returns the little-endian pcap magic of this resolution.
     pub fn pcap_magic(self) -> u32 {
         match self {
             TsResolution::Micro => 0xa1b2_c3d4,

@@ -5,7 +5,7 @@ use std::path::Path;
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
-/// An Ethernet frame: MACs, then each `(tpid, vlan id)` tag, then `ethertype` and `payload`.
+/// Builds an Ethernet frame: MACs, then each `(tpid, vlan id)` tag, then `ethertype` and `payload`.
 pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
     frame.extend_from_slice(&MAC_B);
@@ -19,8 +19,8 @@ pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> 
     frame
 }
 
-/// An IPv4 header of 20 bytes followed by `payload`; `fragment` is the flags
-/// and fragment-offset field.
+/// Builds a 20-byte IPv4 header followed by `payload`. `fragment` is the
+/// flags and fragment-offset field.
 pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, fragment: u16, payload: &[u8]) -> Vec<u8> {
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
@@ -33,7 +33,7 @@ pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, fragment: u16, payload: &[u8]
     ip
 }
 
-/// An IPv6 header whose next header is `next`, followed by `rest` (extension headers and payload).
+/// Builds an IPv6 header whose next header is `next`, followed by `rest` (extension headers and payload).
 pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, rest: &[u8]) -> Vec<u8> {
     let mut ip = vec![0x60, 0, 0, 0];
     ip.extend_from_slice(&(rest.len() as u16).to_be_bytes());
@@ -44,7 +44,7 @@ pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, rest: &[u8]) -> Vec<u8> {
     ip
 }
 
-/// A UDP header and payload.
+/// Builds a UDP header and payload.
 pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut datagram = Vec::new();
     datagram.extend_from_slice(&sport.to_be_bytes());
@@ -55,7 +55,7 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     datagram
 }
 
-/// A 20-byte TCP header with the SYN flag.
+/// Builds a 20-byte TCP header with the SYN flag.
 pub fn tcp(sport: u16, dport: u16) -> Vec<u8> {
     let mut segment = Vec::new();
     segment.extend_from_slice(&sport.to_be_bytes());
@@ -64,7 +64,7 @@ pub fn tcp(sport: u16, dport: u16) -> Vec<u8> {
     segment
 }
 
-/// An ARP request from `sender` for `target`.
+/// Builds an ARP request from `sender` for `target`.
 pub fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
     arp.extend_from_slice(&MAC_A);

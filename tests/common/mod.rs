@@ -59,7 +59,7 @@ pub fn pktvault_expect(args: &[&str], code: i32) -> Output {
     output
 }
 
-/// The folder of the shared capture corpus (`PKTVAULT_CORPUS` overrides it).
+/// Returns the folder of the shared capture corpus (`PKTVAULT_CORPUS` overrides it).
 pub fn corpus_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PKTVAULT_CORPUS") {
         return PathBuf::from(dir);

@@ -12,7 +12,7 @@ pub enum Expr {
     Prim(Primitive),
 }
 
-/// Which address or port of a packet a primitive tests.
+/// The side (source, destination or both) of a packet that a primitive tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
     Src,
