@@ -16,8 +16,8 @@ use pktvault_engine::status::{interface_ids, interface_status, RecorderPhase};
 use pktvault_engine::store::InterfaceStore;
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
 
-use crate::args::{parse_size, parse_time};
 use crate::{ExtractArgs, ImportArgs, SegmentArgs, StatusArgs};
+use pktvault_schema::text::{parse_size, parse_time};
 
 pub(crate) fn retention_policy(args: &SegmentArgs) -> anyhow::Result<RetentionPolicy> {
     let max_bytes = args

@@ -3,9 +3,9 @@
 //! Exit status: 0 on success, 1 when an extraction selected no packet, 2 on
 //! any error.
 
-mod args;
 mod commands;
 mod record;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,82 @@ enum Command {
     Extract(ExtractArgs),
     /// Show what is recorded for each interface.
     Status(StatusArgs),
+    /// Serve the recorded packets over HTTP: live extraction, extraction jobs, status.
+    Serve(ServeArgs),
+    /// Manage the users and API tokens of the HTTP API.
+    User(UserArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Data directory to serve.
+    #[arg(long, alias = "pcap-dir", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on [default: 127.0.0.1:3000]. A non-loopback address needs a user
+    /// (see 'pktvault user add').
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<String>,
+    /// TOML file with a [server] table and [[user]] tables (see dist/pktvault.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    jobs: JobArgs,
+}
+
+#[derive(Args, Clone, Default)]
+struct JobArgs {
+    /// Extraction jobs that run at the same time [default: 2].
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<usize>,
+    /// Disk space the output files of all extraction jobs may use [default: 10G].
+    #[arg(long, value_name = "SIZE")]
+    job_disk: Option<String>,
+    /// Size at which a job's output continues in a new pcap file [default: 1G].
+    #[arg(long, value_name = "SIZE")]
+    job_file_size: Option<String>,
+}
+
+#[derive(Args)]
+struct UserArgs {
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Args, Clone)]
+struct UserFileArgs {
+    /// Keep users in DIR/users.toml, which 'pktvault serve --data-dir DIR' reads.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep users in this configuration file, which 'pktvault serve --config FILE' reads.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or change its password; prompts for the password.
+    Add {
+        name: String,
+        #[command(flatten)]
+        file: UserFileArgs,
+        /// Read the password from the first line of standard input, for scripts.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Create an API token for a user (Authorization: Bearer TOKEN); prints it once.
+    Token {
+        name: String,
+        #[command(flatten)]
+        file: UserFileArgs,
+        /// What the token is for, kept beside its hash.
+        #[arg(long, default_value = "api", value_name = "TEXT")]
+        label: String,
+    },
+    /// List the users.
+    List {
+        #[command(flatten)]
+        file: UserFileArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -97,6 +173,11 @@ pub(crate) struct RecordArgs {
     /// libpcap filter applied in the kernel; packets it rejects are not recorded.
     #[arg(long, value_name = "BPF")]
     capture_filter: Option<String>,
+    /// Also serve the HTTP API on this address (as 'pktvault serve' does), in the same process.
+    #[arg(long, value_name = "IP:PORT")]
+    serve: Option<String>,
+    #[command(flatten)]
+    jobs: JobArgs,
 }
 
 #[derive(Args)]
@@ -152,7 +233,7 @@ fn open_recorder_log(location: &Location) -> Option<std::fs::File> {
 fn init_logging(command: &Command) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-    let default_level = if matches!(command, Command::Record(_)) { "info" } else { "warn" };
+    let default_level = if matches!(command, Command::Record(_) | Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
@@ -175,6 +256,8 @@ fn main() -> ExitCode {
         Command::Record(args) => record::record(args),
         Command::Extract(args) => commands::extract(args),
         Command::Status(args) => commands::status(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::User(args) => serve::user(args),
     };
     match result {
         Ok(code) => code,

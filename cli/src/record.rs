@@ -11,9 +11,9 @@ use pktvault_engine::ingest::{Ingester, SegmentLimits};
 use pktvault_engine::retention::RetentionPolicy;
 use pktvault_engine::status::{unix_now_ns, write_state, RecorderPhase, RecorderState};
 use pktvault_engine::store::InterfaceStore;
+use pktvault_schema::text::parse_size;
 use serde::Deserialize;
 
-use crate::args::parse_size;
 use crate::commands::{retention_policy, segment_limits};
 use crate::{RecordArgs, SegmentArgs};
 
@@ -45,8 +45,19 @@ struct InterfaceConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
-    #[serde(rename = "interface")]
+    #[serde(rename = "interface", default)]
     interfaces: Vec<InterfaceConfig>,
+    /// Read by the HTTP API (`--serve`, `pktvault serve`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    server: crate::serve::ServerSection,
+    /// Users and tokens of the HTTP API.
+    #[serde(default, rename = "user")]
+    #[allow(dead_code)]
+    users: Vec<toml::Value>,
+    #[serde(default, rename = "token")]
+    #[allow(dead_code)]
+    tokens: Vec<toml::Value>,
 }
 
 fn parse_buffer_size(text: &str) -> anyhow::Result<u32> {
@@ -195,6 +206,18 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install the signal handler")?;
     }
     let data_dir: PathBuf = args.location.data_dir.clone();
+    // The recorders create their folders first, so the server finds them.
+    for plan in &plans {
+        std::fs::create_dir_all(pktvault_engine::store::interface_dir(&data_dir, plan.ifid))
+            .with_context(|| format!("cannot create the folder of interface {}", plan.ifid))?;
+    }
+    let server = match &args.serve {
+        Some(listen) => {
+            let config = crate::serve::server_config(&data_dir, Some(listen), args.config.as_deref(), &args.jobs)?;
+            Some(crate::serve::serve_beside_recorder(config, Arc::clone(&stop))?)
+        }
+        None => None,
+    };
     let results: Vec<(String, anyhow::Result<CaptureStats>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = plans
             .iter()
@@ -220,6 +243,10 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(server) = server {
+        let _ = server.join();
+    }
     let mut failed = false;
     for (name, result) in results {
         match result {

@@ -55,6 +55,9 @@ pub enum Error {
     /// The input file is not a capture this build reads.
     #[error("{path}: {reason}")]
     BadInput { path: PathBuf, reason: String },
+    /// The extraction was cancelled by its caller.
+    #[error("the extraction was stopped before it finished")]
+    Cancelled,
     /// libpcap failed during live capture.
     #[error("capture on {interface}: {message}")]
     Capture { interface: String, message: String },

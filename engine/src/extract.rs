@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pktvault_schema::time::{format_epoch_ns, TimeWindow, NANOS_PER_SEC};
 use pktvault_schema::{SegmentMeta, TsResolution, PACKETS_PER_CHUNK};
@@ -51,6 +52,74 @@ pub struct ExtractStats {
     pub linktype: u32,
     /// Link types in the window whose packets the default filter language does not decode.
     pub undecoded_linktypes: Vec<u32>,
+}
+
+/// Shared view of a running extraction: progress counters another thread can
+/// read, and a flag that stops the extraction at the next candidate packet.
+#[derive(Debug, Default)]
+pub struct ExtractControl {
+    cancelled: AtomicBool,
+    segments_total: AtomicU64,
+    segments_done: AtomicU64,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ExtractControl {
+    /// Asks the extraction to stop; it returns [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Fraction of the selected segments read so far, from 0 to 1.
+    pub fn progress(&self) -> f64 {
+        let total = self.segments_total.load(Ordering::Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        (self.segments_done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0)
+    }
+
+    /// Packets written so far.
+    pub fn packets(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written so far, pcap header included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Receives the pcap an extraction produces: one file header, then whole
+/// records. [`extract_to`] calls `header` only once the request is known to
+/// succeed, so a sink that has seen no header may still answer with an error.
+pub trait PcapSink {
+    fn header(&mut self, file_header: &[u8; 24]) -> std::io::Result<()>;
+    fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()>;
+    fn finish(&mut self) -> std::io::Result<()>;
+}
+
+/// A [`PcapSink`] that writes one pcap byte stream.
+pub struct WriteSink<W: Write>(pub W);
+
+impl<W: Write> PcapSink for WriteSink<W> {
+    fn header(&mut self, file_header: &[u8; 24]) -> std::io::Result<()> {
+        self.0.write_all(file_header)
+    }
+
+    fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(record_header)?;
+        self.0.write_all(data)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Reasons an extraction produced no pcap.
@@ -139,12 +208,17 @@ struct SegmentStream {
 }
 
 impl SegmentStream {
-    fn new(planned: PlannedSegment, request: &ExtractRequest, stats: &mut ExtractStats) -> Result<SegmentStream> {
+    fn new(
+        planned: PlannedSegment,
+        request: &ExtractRequest,
+        stats: &mut ExtractStats,
+        control: &ExtractControl,
+    ) -> Result<SegmentStream> {
         let next = planned.candidates.clone().into_iter();
         let mut stream = SegmentStream { planned, next, sorted: None };
         if !stream.planned.reader.meta().monotonic {
             let mut matches = Vec::new();
-            while let Some((ts_ns, packet)) = stream.next_in_file_order(request, stats)? {
+            while let Some((ts_ns, packet)) = stream.next_in_file_order(request, stats, control)? {
                 matches.push((ts_ns, packet));
             }
             matches.sort_unstable();
@@ -162,11 +236,19 @@ impl SegmentStream {
     }
 
     /// Returns the next matching packet number in file order, with its timestamp.
-    fn next_in_file_order(&mut self, request: &ExtractRequest, stats: &mut ExtractStats) -> Result<Option<(u64, u32)>> {
+    fn next_in_file_order(
+        &mut self,
+        request: &ExtractRequest,
+        stats: &mut ExtractStats,
+        control: &ExtractControl,
+    ) -> Result<Option<(u64, u32)>> {
         let monotonic = self.planned.reader.meta().monotonic;
         let resolution = self.planned.reader.meta().resolution;
         let linktype = self.planned.reader.meta().linktype;
         for packet in self.next.by_ref() {
+            if control.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             stats.candidates += 1;
             let (header, data) = self.planned.reader.packet(packet)?;
             let ts_ns = header.ts_ns(resolution);
@@ -184,10 +266,11 @@ impl SegmentStream {
         &mut self,
         request: &ExtractRequest,
         stats: &mut ExtractStats,
+        control: &ExtractControl,
     ) -> Result<Option<(u64, u32, Pending)>> {
         let found = match &mut self.sorted {
             Some(sorted) => sorted.next(),
-            None => self.next_in_file_order(request, stats)?,
+            None => self.next_in_file_order(request, stats, control)?,
         };
         let Some((ts_ns, packet)) = found else { return Ok(None) };
         let resolution = self.planned.reader.meta().resolution;
@@ -196,17 +279,22 @@ impl SegmentStream {
     }
 }
 
-/// Writes a classic pcap file.
-struct PcapOutput<W: Write> {
-    out: W,
+/// Writes classic pcap records into a sink.
+struct PcapOutput<'a> {
+    sink: &'a mut dyn PcapSink,
     resolution: TsResolution,
     bytes: u64,
 }
 
-impl<W: Write> PcapOutput<W> {
-    fn new(mut out: W, resolution: TsResolution, snaplen: u32, linktype: u32) -> Result<PcapOutput<W>> {
-        out.write_all(&pcap_file_header(resolution, snaplen, linktype)).map_err(Error::Output)?;
-        Ok(PcapOutput { out, resolution, bytes: 24 })
+impl<'a> PcapOutput<'a> {
+    fn new(
+        sink: &'a mut dyn PcapSink,
+        resolution: TsResolution,
+        snaplen: u32,
+        linktype: u32,
+    ) -> Result<PcapOutput<'a>> {
+        sink.header(&pcap_file_header(resolution, snaplen, linktype)).map_err(output_error)?;
+        Ok(PcapOutput { sink, resolution, bytes: 24 })
     }
 
     fn write(&mut self, packet: &Pending) -> Result<()> {
@@ -222,10 +310,18 @@ impl<W: Write> PcapOutput<W> {
         record[4..8].copy_from_slice(&header.ts_frac.to_le_bytes());
         record[8..12].copy_from_slice(&header.caplen.to_le_bytes());
         record[12..16].copy_from_slice(&header.wire_len.to_le_bytes());
-        self.out.write_all(&record).map_err(Error::Output)?;
-        self.out.write_all(&packet.data).map_err(Error::Output)?;
+        self.sink.record(&record, &packet.data).map_err(output_error)?;
         self.bytes += 16 + packet.data.len() as u64;
         Ok(())
+    }
+}
+
+/// A sink that stops on purpose reports `Interrupted`, which is a cancellation.
+fn output_error(err: std::io::Error) -> Error {
+    if err.kind() == std::io::ErrorKind::Interrupted {
+        Error::Cancelled
+    } else {
+        Error::Output(err)
     }
 }
 
@@ -320,14 +416,26 @@ pub enum ExtractOutcomeError {
 
 /// Writes the packets selected by `request` to `out` as one pcap file.
 ///
-/// Nothing is written when the result is an error, so a caller can still
-/// return an error response instead of a pcap.
+/// Nothing is written when the result is an [`ExtractError`], so a caller can
+/// still return an error response instead of a pcap.
 pub fn extract<W: Write>(
     store: &InterfaceStore,
     request: &mut ExtractRequest,
     out: W,
 ) -> Result<ExtractStats, ExtractOutcomeError> {
+    extract_to(store, request, &mut WriteSink(out), &ExtractControl::default())
+}
+
+/// Like [`extract`], into any [`PcapSink`], reporting progress to `control`
+/// and stopping with [`Error::Cancelled`] when it is cancelled.
+pub fn extract_to(
+    store: &InterfaceStore,
+    request: &mut ExtractRequest,
+    sink: &mut dyn PcapSink,
+    control: &ExtractControl,
+) -> Result<ExtractStats, ExtractOutcomeError> {
     let segments = select_segments(store, request)?;
+    control.segments_total.store(segments.len() as u64, Ordering::Relaxed);
     let linktype = segments[0].linktype;
     if let Selection::Bpf(filter) = &mut request.selection {
         filter.prepare(linktype)?;
@@ -342,7 +450,7 @@ pub fn extract<W: Write>(
     if matches!(request.selection, Selection::Native(_)) && !is_decoded_linktype(linktype) {
         stats.undecoded_linktypes.push(linktype);
     }
-    let mut output = PcapOutput::new(out, resolution, snaplen, linktype)?;
+    let mut output = PcapOutput::new(sink, resolution, snaplen, linktype)?;
 
     // Finished streams are dropped at once, which closes their files.
     let mut streams: Vec<Option<SegmentStream>> = Vec::new();
@@ -359,27 +467,36 @@ pub fn extract<W: Write>(
             let meta = unopened.next().expect("peeked");
             let planned = plan_segment(store, &meta, request)?;
             stats.segments_read += 1;
-            let mut stream = SegmentStream::new(planned, request, &mut stats)?;
-            if let Some((ts_ns, packet, pending)) = stream.next_packet(request, &mut stats)? {
+            let mut stream = SegmentStream::new(planned, request, &mut stats, control)?;
+            if let Some((ts_ns, packet, pending)) = stream.next_packet(request, &mut stats, control)? {
                 heap.push(Reverse((ts_ns, meta.segment_id, packet, streams.len())));
                 heads.push(Some(pending));
                 streams.push(Some(stream));
+            } else {
+                control.segments_done.fetch_add(1, Ordering::Relaxed);
             }
         }
         let Some(Reverse((_, segment_id, _, index))) = heap.pop() else { break };
         let pending = heads[index].take().expect("a queued stream has a head");
         output.write(&pending)?;
         stats.packets += 1;
+        control.packets.store(stats.packets, Ordering::Relaxed);
+        control.bytes.store(output.bytes, Ordering::Relaxed);
         let stream = streams[index].as_mut().expect("a queued stream is open");
-        match stream.next_packet(request, &mut stats)? {
+        match stream.next_packet(request, &mut stats, control)? {
             Some((ts_ns, packet, pending)) => {
                 heap.push(Reverse((ts_ns, segment_id, packet, index)));
                 heads[index] = Some(pending);
             }
-            None => streams[index] = None,
+            None => {
+                streams[index] = None;
+                control.segments_done.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
-    output.out.flush().map_err(Error::Output)?;
+    output.sink.finish().map_err(output_error)?;
+    control.segments_done.store(control.segments_total.load(Ordering::Relaxed), Ordering::Relaxed);
+    control.bytes.store(output.bytes, Ordering::Relaxed);
     stats.bytes = output.bytes;
     Ok(stats)
 }

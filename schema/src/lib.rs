@@ -4,8 +4,10 @@
 //! RocksDB that is not a roaring bitmap carries a format version, and readers
 //! reject versions they do not know with [`FormatError`].
 
+pub mod jobs;
 pub mod keys;
 pub mod segment;
+pub mod text;
 pub mod time;
 
 pub use segment::{ChunkEntry, SegmentMeta, TsResolution};

@@ -1,6 +1,7 @@
-//! Parsing of times and sizes given on the command line.
+//! Parsing of times and sizes given on the command line, in configuration
+//! files and in HTTP parameters.
 
-use pktvault_schema::time::NANOS_PER_SEC;
+use crate::time::NANOS_PER_SEC;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

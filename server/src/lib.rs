@@ -1,0 +1,110 @@
+//! The pktvault HTTP API.
+//!
+//! One warp filter takes every request; [`routes`] matches it against the
+//! route table, checks credentials, and calls the handler. Every answer that
+//! is not a pcap is JSON, errors included. The routes are described by the
+//! OpenAPI document served at `/api/v1/openapi.json`.
+
+pub mod auth;
+pub mod error;
+mod extraction;
+pub mod jobs;
+mod live;
+mod openapi;
+mod params;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use warp::Filter;
+
+use crate::auth::Authenticator;
+use crate::jobs::{JobLimits, Jobs};
+use crate::live::LiveCounters;
+
+/// How a server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Files holding `[[user]]` and `[[token]]` tables.
+    pub credential_files: Vec<PathBuf>,
+    pub job_limits: JobLimits,
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    pub data_dir: PathBuf,
+    pub auth: Authenticator,
+    pub jobs: Arc<Jobs>,
+    pub live: Arc<LiveCounters>,
+    pub started: Instant,
+}
+
+/// A server bound to its address, not yet serving.
+pub struct BoundServer {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+}
+
+impl BoundServer {
+    /// Opens the jobs database, checks that the address may be served, and
+    /// binds it. Must run inside a tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<BoundServer, String> {
+        if !config.data_dir.is_dir() {
+            return Err(format!(
+                "data directory {} does not exist; record or import into it first, or give the right --data-dir",
+                config.data_dir.display()
+            ));
+        }
+        let auth = Authenticator::new(config.credential_files.clone());
+        let has_users = auth.reload()?;
+        if !has_users && !config.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} while no user exists: anyone on the network could download the recorded packets. \
+                 Add a user with 'pktvault user add NAME --data-dir {}', or listen on a loopback address such as 127.0.0.1:3000",
+                config.listen,
+                config.data_dir.display()
+            ));
+        }
+        if !has_users {
+            tracing::warn!("no user exists, so the API answers without credentials; it listens on loopback only");
+        }
+        let jobs = Jobs::open(&config.data_dir, config.job_limits)?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|err| {
+            format!("cannot listen on {}: {err}; choose another address with --listen", config.listen)
+        })?;
+        let state = Arc::new(AppState {
+            data_dir: config.data_dir,
+            auth,
+            jobs,
+            live: Arc::new(LiveCounters::default()),
+            started: Instant::now(),
+        });
+        Ok(BoundServer { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let state = self.state;
+        tokio::spawn(Arc::clone(&state.jobs).run_scheduler());
+        let filter = warp::any()
+            .map(move || Arc::clone(&state))
+            .and(warp::method())
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::stream())
+            .then(routes::handle);
+        warp::serve(filter).incoming(self.listener).graceful(shutdown).run().await;
+    }
+}

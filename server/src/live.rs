@@ -1,0 +1,207 @@
+//! Live extraction: the pcap of a window streamed as it is found.
+//!
+//! The extraction runs on a blocking thread and hands chunks of about 64 KiB
+//! to the response through a channel of four chunks, so a slow client slows
+//! the extraction down instead of filling memory. When the client goes away
+//! the channel closes and the extraction is cancelled at its next packet.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use pktvault_engine::extract::{extract_to, ExtractControl, ExtractOutcomeError, ExtractRequest, PcapSink};
+use pktvault_engine::store::InterfaceStore;
+use pktvault_engine::Error;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use warp::http::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
+use warp::reply::{Reply, Response};
+
+use crate::error::ApiError;
+use crate::extraction::{coverage, file_time, outcome_error, selection, Coverage};
+use crate::params::ExtractionParams;
+
+/// Chunk size handed to the response.
+const CHUNK_BYTES: usize = 64 << 10;
+/// Chunks waiting for the client.
+const CHANNEL_CHUNKS: usize = 4;
+/// A partly filled chunk is sent after this long, so that sparse matches reach
+/// the client while the extraction goes on.
+const CHUNK_DELAY: Duration = Duration::from_millis(50);
+
+/// Counters of live extractions since the server started.
+#[derive(Debug, Default, Serialize)]
+pub struct LiveCounters {
+    pub active: AtomicU64,
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    /// Stopped because the client went away.
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+impl LiveCounters {
+    pub fn snapshot(&self) -> serde_json::Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "active": get(&self.active),
+            "started": get(&self.started),
+            "completed": get(&self.completed),
+            "cancelled_by_client": get(&self.cancelled),
+            "failed": get(&self.failed),
+            "bytes_sent": get(&self.bytes_sent),
+        })
+    }
+}
+
+pub(crate) type Chunk = Result<Bytes, std::io::Error>;
+
+/// Sends pcap bytes to the response channel.
+struct ChannelSink {
+    tx: mpsc::Sender<Chunk>,
+    started: Option<oneshot::Sender<()>>,
+    buffer: BytesMut,
+    first_unsent: Option<Instant>,
+    counters: Arc<LiveCounters>,
+}
+
+impl ChannelSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buffer.split().freeze();
+        let len = chunk.len() as u64;
+        self.first_unsent = None;
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "the client closed the connection"))?;
+        self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl PcapSink for ChannelSink {
+    fn header(&mut self, file_header: &[u8; 24]) -> std::io::Result<()> {
+        self.buffer.extend_from_slice(file_header);
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+        self.send()
+    }
+
+    fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()> {
+        self.buffer.extend_from_slice(record_header);
+        self.buffer.extend_from_slice(data);
+        let first = *self.first_unsent.get_or_insert_with(Instant::now);
+        if self.buffer.len() >= CHUNK_BYTES || first.elapsed() >= CHUNK_DELAY {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// The response body: the receiving end of the channel.
+pub(crate) struct ChunkStream(pub(crate) mpsc::Receiver<Chunk>);
+
+impl futures_util::Stream for ChunkStream {
+    type Item = Chunk;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Answers a live extraction: an error before any pcap byte, or a streamed pcap.
+pub async fn live_extraction(
+    data_dir: std::path::PathBuf,
+    ifid: u32,
+    params: ExtractionParams,
+    counters: Arc<LiveCounters>,
+) -> Result<Response, ApiError> {
+    let selection = selection(&params.filter, params.syntax)?;
+    let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (coverage_tx, coverage_rx) = oneshot::channel::<Option<Coverage>>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let control = Arc::new(ExtractControl::default());
+
+    // Cancels the extraction when the client goes away.
+    let watch_tx = tx.clone();
+    let watch_control = control.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = watch_tx.closed() => watch_control.cancel(),
+            _ = done_rx => {}
+        }
+    });
+
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    counters.started.fetch_add(1, Ordering::Relaxed);
+    let task_counters = counters.clone();
+    let window = params.window;
+    let linktype = params.linktype;
+    let task = tokio::task::spawn_blocking(move || {
+        let _done = done_tx;
+        let result = (|| -> Result<_, ExtractOutcomeError> {
+            let store = InterfaceStore::open_read_only(&data_dir, ifid)?;
+            let _ = coverage_tx.send(coverage(&store, window, linktype)?);
+            let mut sink = ChannelSink {
+                tx: tx.clone(),
+                started: Some(started_tx),
+                buffer: BytesMut::with_capacity(CHUNK_BYTES + 2048),
+                first_unsent: None,
+                counters: task_counters.clone(),
+            };
+            let mut request = ExtractRequest { window, selection, linktype };
+            extract_to(&store, &mut request, &mut sink, &control)
+        })();
+        let counter = match &result {
+            Ok(_) => &task_counters.completed,
+            Err(ExtractOutcomeError::Engine(Error::Cancelled)) => &task_counters.cancelled,
+            Err(_) => &task_counters.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        task_counters.active.fetch_sub(1, Ordering::Relaxed);
+        if let Err(ExtractOutcomeError::Engine(err)) = &result {
+            if !matches!(err, Error::Cancelled) {
+                tracing::warn!(ifid, "live extraction failed: {err}");
+                // Past the pcap header this breaks the chunked body, so the
+                // client sees a failed transfer rather than a short pcap.
+                let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
+            }
+        }
+        result
+    });
+
+    if started_rx.await.is_err() {
+        // The extraction ended without writing a header: it failed.
+        return match task.await {
+            Ok(Ok(_)) => Err(ApiError::internal("the extraction ended without output")),
+            Ok(Err(err)) => Err(outcome_error(err)),
+            Err(err) => Err(ApiError::internal(format!("the extraction thread failed: {err}"))),
+        };
+    }
+    let coverage = coverage_rx.await.ok().flatten();
+    let mut response = warp::reply::stream(ChunkStream(rx)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/vnd.tcpdump.pcap"));
+    let name = format!("{}-{}.pcap", file_time(window.begin_ns), file_time(window.end_ns));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(CONTENT_DISPOSITION, value);
+    }
+    if let Some(coverage) = coverage {
+        let (begin, end) = coverage.header_values();
+        headers.insert("x-pktvault-coverage-begin", HeaderValue::from_str(&begin).expect("digits"));
+        headers.insert("x-pktvault-coverage-end", HeaderValue::from_str(&end).expect("digits"));
+    }
+    Ok(response)
+}

@@ -1,0 +1,212 @@
+//! Request parameters, from the query string and from a form or JSON body.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use pktvault_schema::jobs::FilterSyntax;
+use pktvault_schema::text::parse_time;
+use pktvault_schema::time::TimeWindow;
+
+use crate::error::ApiError;
+
+/// The parameters of one request, by name.
+#[derive(Debug, Default)]
+pub struct Params {
+    values: BTreeMap<String, String>,
+}
+
+impl Params {
+    /// Collects the query string and, for a POST, the body: a JSON object
+    /// (`Content-Type: application/json`) or a form.
+    pub fn collect(query: &str, content_type: Option<&str>, body: &Bytes) -> Result<Params, ApiError> {
+        let mut params = Params::default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|err| {
+            ApiError::bad_request("invalid_parameter", format!("the query string is not valid: {err}"))
+        })?;
+        for (name, value) in pairs {
+            params.insert(name, value)?;
+        }
+        if body.is_empty() {
+            return Ok(params);
+        }
+        let is_json = content_type.is_some_and(|value| value.trim_start().starts_with("application/json"));
+        if is_json {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).map_err(|err| {
+                ApiError::bad_request("invalid_body", format!("the JSON body is not an object of parameters: {err}"))
+            })?;
+            for (name, value) in object {
+                let text =
+                    match value {
+                        serde_json::Value::String(text) => text,
+                        serde_json::Value::Number(number) => number.to_string(),
+                        serde_json::Value::Bool(flag) => flag.to_string(),
+                        serde_json::Value::Null => continue,
+                        _ => return Err(ApiError::bad_request(
+                            "invalid_body",
+                            format!(
+                                "parameter {name:?} in the JSON body is an array or object; give a string or a number"
+                            ),
+                        )),
+                    };
+                params.insert(name, text)?;
+            }
+        } else {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("invalid_body", "the form body is not UTF-8"))?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text)
+                .map_err(|err| ApiError::bad_request("invalid_body", format!("the form body is not valid: {err}")))?;
+            for (name, value) in pairs {
+                params.insert(name, value)?;
+            }
+        }
+        Ok(params)
+    }
+
+    fn insert(&mut self, name: String, value: String) -> Result<(), ApiError> {
+        if self.values.contains_key(&name) {
+            return Err(ApiError::bad_request("invalid_parameter", format!("parameter {name:?} is given twice")));
+        }
+        self.values.insert(name, value);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Rejects parameters outside `accepted`, so that a misspelt name is not
+    /// silently ignored (a dropped `filter` would return every packet).
+    pub fn only(&self, accepted: &[&str], ignored: &[&str]) -> Result<(), ApiError> {
+        for name in self.values.keys() {
+            if !accepted.contains(&name.as_str()) && !ignored.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("unknown parameter {name:?}; accepted are {}", accepted.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn required(&self, name: &str, what: &str) -> Result<&str, ApiError> {
+        match self.get(name) {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(ApiError::bad_request("missing_parameter", format!("parameter {name:?} is required: {what}"))),
+        }
+    }
+}
+
+/// Parses an interface id given as a parameter or path segment.
+pub fn parse_ifid(name: &str, text: &str) -> Result<u32, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("{name} {text:?} is not an interface id; give a whole number from 0 to 4294967295"),
+        )
+    })
+}
+
+/// Parses a job id. Only the decimal ids the server hands out are accepted,
+/// so no path-like text reaches the file system.
+pub fn parse_job_id(text: &str) -> Result<u64, ApiError> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_job_id",
+            format!(
+                "job id {:?} is not valid; job ids are the decimal numbers returned when a job is created",
+                truncate(text, 64)
+            ),
+        ));
+    }
+    text.parse().map_err(|_| ApiError::bad_request("invalid_job_id", format!("job id {text:?} is out of range")))
+}
+
+/// What an extraction asks for, before the filter is parsed.
+#[derive(Debug, Clone)]
+pub struct ExtractionParams {
+    pub window: TimeWindow,
+    pub filter: String,
+    pub syntax: FilterSyntax,
+    pub linktype: Option<u32>,
+}
+
+/// Parameter names of an extraction request. The ntopng names are accepted
+/// for scripts written against ntopng.
+pub struct ExtractionNames {
+    pub begin: &'static str,
+    pub end: &'static str,
+    pub filter: &'static str,
+}
+
+pub const NATIVE_NAMES: ExtractionNames = ExtractionNames { begin: "begin", end: "end", filter: "filter" };
+pub const NTOPNG_NAMES: ExtractionNames =
+    ExtractionNames { begin: "epoch_begin", end: "epoch_end", filter: "bpf_filter" };
+
+const TIME_FORMS: &str = "epoch seconds with an optional fraction (1700000000.25) or RFC 3339 (2023-11-14T22:13:20Z)";
+
+pub fn extraction_params(params: &Params, names: &ExtractionNames) -> Result<ExtractionParams, ApiError> {
+    let time = |name: &str| -> Result<u64, ApiError> {
+        let text = params.required(
+            name,
+            &format!("the window's {} time, as {TIME_FORMS}", if name == names.begin { "first" } else { "end" }),
+        )?;
+        parse_time(text).map_err(|err| ApiError::bad_request("invalid_parameter", format!("{name}: {err}")))
+    };
+    let begin_ns = time(names.begin)?;
+    let end_ns = time(names.end)?;
+    if begin_ns >= end_ns {
+        return Err(ApiError::bad_request(
+            "invalid_window",
+            format!(
+                "{} {} is not before {} {}; the window is half-open (begin <= packet time < end), so begin must be earlier than end",
+                names.begin,
+                params.get(names.begin).unwrap_or_default(),
+                names.end,
+                params.get(names.end).unwrap_or_default()
+            ),
+        ));
+    }
+    let syntax = match params.get("filter_syntax").unwrap_or("nbpf") {
+        "nbpf" | "" => FilterSyntax::Nbpf,
+        "bpf" => FilterSyntax::Bpf,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "filter_syntax {:?} is not known; accepted are nbpf (the default) and bpf",
+                    truncate(other, 64)
+                ),
+            ))
+        }
+    };
+    let linktype = params
+        .get("linktype")
+        .map(|text| {
+            text.parse::<u32>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!(
+                        "linktype {:?} is not a number; give a pcap LINKTYPE value such as 1 (Ethernet)",
+                        truncate(text, 64)
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ExtractionParams {
+        window: TimeWindow { begin_ns, end_ns },
+        filter: params.get(names.filter).unwrap_or_default().to_string(),
+        syntax,
+        linktype,
+    })
+}
+
+/// Shortens a value quoted in a message.
+pub fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(max_chars).collect();
+    short.push_str("...");
+    short
+}
