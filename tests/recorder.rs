@@ -347,3 +347,40 @@ fn second_writer_gets_a_clear_error() {
     recorder.signal(libc::SIGINT);
     assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0), "stderr: {}", recorder.stderr());
 }
+
+#[test]
+fn record_with_serve_answers_over_http_while_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut recorder = Recorder::start_with(&data_dir, dir.path(), &["-i", "lo", "--serve", "127.0.0.1:0"]);
+    let stderr = recorder.stderr();
+    let addr = stderr
+        .split("serving http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no 'serving http://' line: {stderr}"))
+        .to_string();
+    let mut traffic = Traffic::new();
+    let numbers: Vec<usize> = traffic.send(20).collect();
+    std::thread::sleep(Duration::from_millis(900));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let url = format!(
+        "http://{addr}/api/v1/interfaces/0/pcap?begin={}&end={}&filter=udp%20port%20{}",
+        now - 60,
+        now + 60,
+        traffic.port()
+    );
+    let response = reqwest::blocking::get(&url).expect("GET live extraction");
+    assert_eq!(response.status().as_u16(), 200);
+    let packets = read_pcap(&response.bytes().unwrap()).1;
+    assert_eq!(traffic.found(&packets, &numbers), 20, "packets sent 0.9 s ago are missing from the HTTP answer");
+
+    let status: serde_json::Value =
+        reqwest::blocking::get(format!("http://{addr}/api/v1/interfaces/0/status")).unwrap().json().unwrap();
+    assert_eq!(status["recorder"]["state"], "running", "{status}");
+
+    recorder.signal(libc::SIGINT);
+    assert_eq!(recorder.wait_exit(Duration::from_secs(15)), Some(0), "stderr: {}", recorder.stderr());
+    assert!(std::net::TcpStream::connect(&addr).is_err(), "the server still listens after the recorder stopped");
+}

@@ -35,19 +35,20 @@ impl Params {
                 ApiError::bad_request("invalid_body", format!("the JSON body is not an object of parameters: {err}"))
             })?;
             for (name, value) in object {
-                let text =
-                    match value {
-                        serde_json::Value::String(text) => text,
-                        serde_json::Value::Number(number) => number.to_string(),
-                        serde_json::Value::Bool(flag) => flag.to_string(),
-                        serde_json::Value::Null => continue,
-                        _ => return Err(ApiError::bad_request(
+                let text = match value {
+                    serde_json::Value::String(text) => text,
+                    serde_json::Value::Number(number) => number.to_string(),
+                    serde_json::Value::Bool(flag) => flag.to_string(),
+                    serde_json::Value::Null => continue,
+                    _ => {
+                        return Err(ApiError::bad_request(
                             "invalid_body",
                             format!(
                                 "parameter {name:?} in the JSON body is an array or object; give a string or a number"
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 params.insert(name, text)?;
             }
         } else {

@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod recorder;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
