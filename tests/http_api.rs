@@ -31,7 +31,7 @@ fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(120)).build().expect("HTTP client")
 }
 
-/// A data directory whose interface 0 links to a shared, already imported one,
+/// Creates a data directory whose interface 0 links to a shared, already imported one,
 /// so each test has its own users and jobs but the import runs once.
 fn data_dir_linking(shared: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -39,7 +39,7 @@ fn data_dir_linking(shared: &Path) -> tempfile::TempDir {
     dir
 }
 
-/// The TLS corpus capture imported as interface 0.
+/// Imports the TLS corpus capture once, as interface 0, and returns its data directory.
 fn tls_data() -> &'static Path {
     static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
     DATA.get_or_init(|| {
@@ -92,7 +92,7 @@ fn json(response: Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
 }
 
-/// Asserts a JSON error answer and returns its message.
+/// Asserts a JSON error response and returns its message.
 fn expect_error(response: Response, status: u16, code: &str) -> String {
     assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
     let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
@@ -119,7 +119,7 @@ fn cli_extract(data_dir: &Path, begin: &str, end: &str, filter: &str, bpf: bool)
     output.stdout
 }
 
-/// Asserts a pcap answer and returns its body.
+/// Asserts a pcap response and returns its body.
 fn expect_pcap(response: Response, context: &str) -> Vec<u8> {
     let status = response.status().as_u16();
     if status != 200 {
@@ -172,7 +172,7 @@ fn live_extraction_equals_the_cli_and_tcpdump() {
 }
 
 #[test]
-fn post_forms_json_and_ntopng_routes_give_the_same_pcap() {
+fn post_and_ntopng_routes_return_same_pcap() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &[]);
@@ -251,7 +251,8 @@ fn empty_and_uncovered_windows() {
     // Nothing recorded in the window: 404 naming the recorded range.
     let message =
         expect_error(get(&server, "/api/v1/interfaces/0/pcap?begin=1500000000&end=1500000060"), 404, "no_data");
-    assert!(message.contains("1609829736.669007000") && message.contains("1609829882.471134000"), "{message}");
+    assert!(message.contains("1609829736.669007000"), "{message}");
+    assert!(message.contains("1609829882.471134000"), "{message}");
 }
 
 #[test]
@@ -269,26 +270,28 @@ fn bad_requests_each_name_the_problem() {
     assert!(message.contains("\"ifid\""), "{message}");
 
     let message = expect_error(get(&server, "/api/v1/interfaces/9/pcap?begin=1&end=2"), 404, "unknown_interface");
-    assert!(message.contains("interface 9") && message.contains("recorded are 0"), "{message}");
+    assert!(message.contains("interface 9"), "{message}");
+    assert!(message.contains("recorded are 0"), "{message}");
     let message = expect_error(get(&server, "/api/v1/interfaces/eth0/pcap?begin=1&end=2"), 400, "invalid_parameter");
     assert!(message.contains("\"eth0\""), "{message}");
 
     let message = expect_error(live("begin=1609829800&end=1609829700"), 400, "invalid_window");
-    assert!(message.contains("1609829800") && message.contains("before"), "{message}");
+    assert!(message.contains("1609829800"), "{message}");
+    assert!(message.contains("before"), "{message}");
 
     let message = expect_error(live("begin=yesterday&end=1609829700"), 400, "invalid_parameter");
-    assert!(
-        message.starts_with("begin:") && message.contains("\"yesterday\"") && message.contains("RFC 3339"),
-        "{message}"
-    );
+    assert!(message.starts_with("begin:"), "{message}");
+    assert!(message.contains("\"yesterday\""), "{message}");
+    assert!(message.contains("RFC 3339"), "{message}");
     let message = expect_error(live("begin=1609829700&end=12ab"), 400, "invalid_parameter");
-    assert!(message.starts_with("end:") && message.contains("\"12ab\""), "{message}");
+    assert!(message.starts_with("end:"), "{message}");
+    assert!(message.contains("\"12ab\""), "{message}");
 
     let message = expect_error(live("end=1609829700"), 400, "missing_parameter");
     assert!(message.contains("\"begin\""), "{message}");
 
-    // A URI can hold at most 64 KiB, so a 100 KB filter goes in a POST body;
-    // a query string takes a 40 KB one.
+    // hyper rejects a URI over 64 KiB, so the 100 KB filter goes in a POST body.
+    // The query string carries a 40 KB one.
     let long_filter = format!("host 192.0.2.1{}", " or host 192.0.2.1".repeat(100_000 / 18));
     assert!(long_filter.len() > 100_000);
     let message = expect_error(
@@ -328,13 +331,15 @@ fn bad_requests_each_name_the_problem() {
         400,
         "invalid_parameter",
     );
-    assert!(message.contains("nbpf") && message.contains("bpf"), "{message}");
+    assert!(message.contains("nbpf"), "{message}");
+    assert!(message.contains("bpf"), "{message}");
     let message = expect_error(
         live(&query(&[("begin", TLS_BEGIN), ("end", TLS_END), ("filtr", "port 443")])),
         400,
         "unknown_parameter",
     );
-    assert!(message.contains("\"filtr\"") && message.contains("filter"), "{message}");
+    assert!(message.contains("\"filtr\""), "{message}");
+    assert!(message.contains("filter"), "{message}");
 
     let message = expect_error(get(&server, "/api/v1/extractions/..%2F..%2Fetc%2Fpasswd/pcap"), 400, "invalid_job_id");
     assert!(message.contains("passwd"), "{message}");
@@ -375,7 +380,8 @@ fn credentials_are_required_once_a_user_exists() {
         let response = request.send().unwrap();
         assert_eq!(response.headers()["www-authenticate"], "Basic realm=\"pktvault\"", "{method} {path}");
         let message = expect_error(response, 401, "unauthorized");
-        assert!(message.contains("Basic") && message.contains("Bearer"), "{message}");
+        assert!(message.contains("Basic"), "{message}");
+        assert!(message.contains("Bearer"), "{message}");
     }
     let wrong = client().get(server.url("/api/v1/interfaces")).basic_auth(USER, Some("wrong password")).send().unwrap();
     expect_error(wrong, 401, "unauthorized");
@@ -413,7 +419,8 @@ fn credentials_are_required_once_a_user_exists() {
         config_text.starts_with("# the API's users\n[server]"),
         "the configuration file was rewritten: {config_text}"
     );
-    assert!(!config_text.contains(&token) && !config_text.contains(PASSWORD), "a secret is stored in clear");
+    assert!(!config_text.contains(&token), "a secret is stored in clear");
+    assert!(!config_text.contains(PASSWORD), "a secret is stored in clear");
 }
 
 #[test]
@@ -423,10 +430,8 @@ fn serve_refuses_a_non_loopback_address_without_users() {
     let output = pktvault(&["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "192.0.2.1:3000"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("refusing to listen on 192.0.2.1:3000") && stderr.contains("pktvault user add"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("refusing to listen on 192.0.2.1:3000"), "{stderr}");
+    assert!(stderr.contains("pktvault user add"), "{stderr}");
 }
 
 #[test]
@@ -542,7 +547,7 @@ fn job_lifecycle_with_split_files() {
 }
 
 #[test]
-fn a_job_without_data_fails_with_the_reason() {
+fn job_without_data_fails_with_reason() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &[]);
@@ -594,7 +599,7 @@ fn stopping_a_processing_job_keeps_valid_files() {
 }
 
 #[test]
-fn jobs_survive_a_restart_and_an_interrupted_job_fails() {
+fn jobs_survive_server_restart() {
     let dir = data_dir_linking(large_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &["--max-jobs", "1"]);
@@ -619,7 +624,7 @@ fn jobs_survive_a_restart_and_an_interrupted_job_fails() {
 }
 
 #[test]
-fn a_job_waits_for_space_until_outputs_are_deleted() {
+fn job_waits_for_space_until_deleted() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &[]);
@@ -641,7 +646,7 @@ fn a_job_waits_for_space_until_outputs_are_deleted() {
     assert_eq!(deleted.status().as_u16(), 200);
     assert_eq!(wait_job(&server, second, is_finished)["status"], "completed");
 
-    // A job whose output would pass the limit fails and says so.
+    // A job whose output would pass the limit fails, and its reason names the limit.
     let third = create_job(&server, &[("begin", TLS_BEGIN), ("end", TLS_END)]);
     let job = wait_job(&server, third, is_finished);
     assert_eq!(job["status"], "failed", "{job}");
@@ -652,8 +657,8 @@ fn server_stats(server: &Server) -> Value {
     json(get(server, "/api/v1/server"))["live_extractions"].clone()
 }
 
-/// Sends a live-extraction request over a raw connection and returns it
-/// with the answer's head read.
+/// Opens a connection and sends a live-extraction request on it, leaving the
+/// response unread.
 fn open_stream(server: &Server, path: &str) -> TcpStream {
     let addr = server.base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -667,7 +672,7 @@ fn open_stream(server: &Server, path: &str) -> TcpStream {
 }
 
 #[test]
-fn a_client_that_disconnects_stops_the_extraction() {
+fn disconnecting_client_stops_extraction() {
     let dir = data_dir_linking(large_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &[]);
@@ -694,7 +699,7 @@ fn a_client_that_disconnects_stops_the_extraction() {
 }
 
 #[test]
-fn a_slow_reader_does_not_grow_server_memory() {
+fn slow_reader_keeps_server_memory_flat() {
     let dir = data_dir_linking(large_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &[]);
@@ -718,7 +723,7 @@ fn a_slow_reader_does_not_grow_server_memory() {
 }
 
 #[test]
-fn the_openapi_document_matches_the_served_routes() {
+fn openapi_document_matches_served_routes() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());
     let server = Server::start(dir.path(), &[]);

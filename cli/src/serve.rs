@@ -136,7 +136,7 @@ pub fn serve_beside_recorder(
     }))
 }
 
-/// The file `pktvault user` edits: the configuration file, or `DIR/users.toml`.
+/// Returns the file `pktvault user` edits: the configuration file, or `DIR/users.toml`.
 fn users_file(args: &UserFileArgs) -> anyhow::Result<PathBuf> {
     match (&args.config, &args.data_dir) {
         (Some(config), None) => Ok(config.clone()),

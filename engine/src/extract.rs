@@ -97,7 +97,7 @@ impl ExtractControl {
 
 /// Receives the pcap an extraction produces: one file header, then whole
 /// records. [`extract_to`] calls `header` only once the request is known to
-/// succeed, so a sink that has seen no header may still answer with an error.
+/// succeed, so a sink that has seen no header may still return an error response.
 pub trait PcapSink {
     fn header(&mut self, file_header: &[u8; 24]) -> std::io::Result<()>;
     fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()>;
@@ -316,7 +316,8 @@ impl<'a> PcapOutput<'a> {
     }
 }
 
-/// A sink that stops on purpose reports `Interrupted`, which is a cancellation.
+/// Maps a sink error to an engine error. A sink that stops on purpose reports
+/// `Interrupted`, which is a cancellation.
 fn output_error(err: std::io::Error) -> Error {
     if err.kind() == std::io::ErrorKind::Interrupted {
         Error::Cancelled

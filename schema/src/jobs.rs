@@ -26,7 +26,7 @@ pub fn job_key(id: u64) -> [u8; 9] {
     key
 }
 
-/// Where a job is in its life.
+/// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -80,7 +80,7 @@ pub struct ExtractionJob {
     pub filter_syntax: FilterSyntax,
     pub linktype: Option<u32>,
     pub status: JobStatus,
-    /// Why the job failed, was stopped, or waits for space.
+    /// The reason the job failed, was stopped, or waits.
     pub reason: Option<String>,
     pub created_ns: u64,
     pub started_ns: Option<u64>,

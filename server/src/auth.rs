@@ -66,8 +66,8 @@ pub struct Authenticator {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
-/// What tells a changed file: the modification time, the inode (a rewrite
-/// renames a new file into place) and the size.
+/// File identity for change detection: the modification time, the inode (a
+/// rewrite renames a new file into place) and the size.
 type Stamp = Option<(SystemTime, u64, u64)>;
 
 fn stamp(path: &Path) -> Stamp {

@@ -1,10 +1,10 @@
-//! JSON error answers.
+//! JSON error responses.
 
 use warp::http::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-/// An error answer: `{"error": CODE, "message": SENTENCE}` with an HTTP status.
+/// An error response: `{"error": CODE, "message": SENTENCE}` with an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -47,7 +47,7 @@ impl ApiError {
     }
 }
 
-/// A JSON answer with the given status.
+/// Builds a JSON response with the given status.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut text = serde_json::to_string_pretty(body).expect("a JSON value serializes");
     text.push('\n');

@@ -1,5 +1,5 @@
-//! What live extractions and jobs share: filter parsing, the mapping of engine
-//! errors to HTTP answers, and the recorded coverage of a window.
+//! Code shared by live extractions and jobs: filter parsing, the mapping of
+//! engine errors to HTTP responses, and the recorded coverage of a window.
 
 use pktvault_engine::extract::{ExtractError, ExtractOutcomeError, Selection};
 use pktvault_engine::filter::bpf::BpfFilter;
@@ -33,7 +33,7 @@ fn filter_error(err: &FilterError) -> ApiError {
     ApiError::bad_request("invalid_filter", message)
 }
 
-/// Maps an engine error to an answer.
+/// Maps an engine error to an error response.
 pub fn engine_error(err: Error) -> ApiError {
     match err {
         Error::Filter(err) => filter_error(&err),
@@ -51,7 +51,7 @@ pub fn engine_error(err: Error) -> ApiError {
     }
 }
 
-/// Maps the error of an extraction that wrote nothing to an answer.
+/// Maps the error of an extraction that wrote nothing to an error response.
 pub fn outcome_error(err: ExtractOutcomeError) -> ApiError {
     match err {
         ExtractOutcomeError::Engine(err) => engine_error(err),

@@ -508,7 +508,7 @@ pub fn status_name(status: JobStatus) -> &'static str {
 }
 
 /// Writes a job's pcap into numbered files of at most `max_file_bytes` each
-/// (a file always holds at least one packet), within the jobs' disk limit.
+/// (a file always contains at least one packet), within the jobs' disk limit.
 struct SplitSink<'a> {
     jobs: &'a Jobs,
     id: u64,

@@ -1,7 +1,7 @@
 //! The pktvault HTTP API.
 //!
 //! One warp filter takes every request; [`routes`] matches it against the
-//! route table, checks credentials, and calls the handler. Every answer that
+//! route table, checks credentials, and calls the handler. Every response that
 //! is not a pcap is JSON, errors included. The routes are described by the
 //! OpenAPI document served at `/api/v1/openapi.json`.
 
@@ -26,7 +26,7 @@ use crate::auth::Authenticator;
 use crate::jobs::{JobLimits, Jobs};
 use crate::live::LiveCounters;
 
-/// How a server is set up.
+/// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -36,7 +36,7 @@ pub struct ServerConfig {
     pub job_limits: JobLimits,
 }
 
-/// What every request handler shares.
+/// State shared by every request handler.
 pub struct AppState {
     pub data_dir: PathBuf,
     pub auth: Authenticator,
@@ -72,7 +72,9 @@ impl BoundServer {
             ));
         }
         if !has_users {
-            tracing::warn!("no user exists, so the API answers without credentials; it listens on loopback only");
+            tracing::warn!(
+                "no user exists, so the API serves requests without credentials; it listens on loopback only"
+            );
         }
         let jobs = Jobs::open(&config.data_dir, config.job_limits)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|err| {
@@ -88,7 +90,7 @@ impl BoundServer {
         Ok(BoundServer { listener, state })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// Returns the address actually bound, which differs from the configured one for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }

@@ -120,7 +120,7 @@ impl futures_util::Stream for ChunkStream {
     }
 }
 
-/// Answers a live extraction: an error before any pcap byte, or a streamed pcap.
+/// Runs a live extraction and returns an error before any pcap byte, or a streamed pcap.
 pub async fn live_extraction(
     data_dir: std::path::PathBuf,
     ifid: u32,

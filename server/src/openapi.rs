@@ -228,7 +228,7 @@ mod tests {
     use crate::routes::ROUTES;
 
     #[test]
-    fn the_document_lists_exactly_the_routes() {
+    fn document_lists_exactly_the_routes() {
         let document = document();
         let mut documented = BTreeSet::new();
         for (path, operations) in document["paths"].as_object().unwrap() {

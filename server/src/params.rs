@@ -122,7 +122,7 @@ pub fn parse_job_id(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request("invalid_job_id", format!("job id {text:?} is out of range")))
 }
 
-/// What an extraction asks for, before the filter is parsed.
+/// The parameters of an extraction request, before the filter is parsed.
 #[derive(Debug, Clone)]
 pub struct ExtractionParams {
     pub window: TimeWindow,

@@ -24,7 +24,7 @@ use crate::AppState;
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// What a route does.
+/// The handler a route leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Health,
@@ -54,7 +54,7 @@ const fn route(method: &'static str, pattern: &'static str, action: Action) -> R
     Route { method, pattern, action }
 }
 
-/// Every route the server answers. The OpenAPI document lists the same ones.
+/// Every route the server serves. The OpenAPI document lists the same ones.
 pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/health", Action::Health),
     route("GET", "/api/v1/openapi.json", Action::OpenApi),
@@ -110,7 +110,7 @@ impl Request {
     }
 }
 
-/// Answers one request.
+/// Handles one request and returns its response.
 pub async fn handle<S, B>(
     state: Arc<AppState>,
     method: Method,
