@@ -18,7 +18,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pktvault-target}"
 # Cargo may take another checkout's build of these crates as up to date, and
 # their tests find the corpus through the checkout they were built in. So
 # they are always rebuilt here, while dependencies such as RocksDB stay cached.
-cargo clean --quiet -p pktvault-schema -p pktvault-engine -p pktvault-cli -p pktvault-suite
+cargo clean --quiet -p pktvault-schema -p pktvault-engine -p pktvault-server -p pktvault-cli -p pktvault-suite
 cargo build --workspace --all-targets
 # The macro-benchmark runs on a small trace as a smoke test; its numbers mean
 # nothing in a debug build and are not checked.
