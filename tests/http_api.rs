@@ -39,29 +39,51 @@ fn data_dir_linking(shared: &Path) -> tempfile::TempDir {
     dir
 }
 
-/// Imports the TLS corpus capture once, as interface 0, and returns its data directory.
-fn tls_data() -> &'static Path {
-    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        common::import(dir.path(), &[&corpus(TLS)]);
-        dir
+/// Returns a folder for data shared by the tests of this process. It lives
+/// under cargo's per-target temporary folder, named by process id, because a
+/// static is never dropped; folders of processes that have ended are removed.
+fn shared_root() -> &'static Path {
+    static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_api");
+        std::fs::create_dir_all(&base).expect("create the shared test folder");
+        for entry in std::fs::read_dir(&base).expect("list the shared test folder").flatten() {
+            let alive = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = base.join(std::process::id().to_string());
+        std::fs::create_dir_all(&root).expect("create the shared test folder");
+        root
     })
-    .path()
 }
 
-/// About 160 MB of generated traffic, for tests that need an extraction to take
-/// seconds: five segments of one second of packet time.
-fn large_data() -> &'static Path {
-    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
+/// Imports the TLS corpus capture once, as interface 0, and returns its data directory.
+fn tls_data() -> &'static Path {
+    static DATA: OnceLock<std::path::PathBuf> = OnceLock::new();
     DATA.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let trace = dir.path().join("trace.pcap");
+        let dir = shared_root().join("tls");
+        common::import(&dir, &[&corpus(TLS)]);
+        dir
+    })
+}
+
+/// Generates about 160 MB of traffic once, for tests that need an extraction
+/// to take seconds, and imports it as five segments of one second of packet time.
+fn large_data() -> &'static Path {
+    static DATA: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let trace = shared_root().join("trace.pcap");
         let generator = pktvault_bin().with_file_name("pktvault-gen");
         let status =
             Command::new(generator).args(["--bytes", "160M", "-w"]).arg(&trace).status().expect("run pktvault-gen");
         assert!(status.success(), "pktvault-gen failed");
-        let data = dir.path().join("data");
+        let data = shared_root().join("large");
         let output = pktvault(&[
             "import",
             "--data-dir",
@@ -72,11 +94,8 @@ fn large_data() -> &'static Path {
         ]);
         assert!(output.status.success(), "import failed: {}", String::from_utf8_lossy(&output.stderr));
         std::fs::remove_file(&trace).expect("remove the trace");
-        dir
+        data
     })
-    .path()
-    .join("data")
-    .leak()
 }
 
 fn with_user(dir: &Path) {
