@@ -239,6 +239,10 @@ pub struct SegmentReader {
     buffer: Vec<u8>,
     /// Packet number and byte offset in `buffer` of the next record to parse.
     cursor: (u32, usize),
+    /// The record returned last: packet number, header, and data range in
+    /// `buffer`. Extraction reads a match twice (once to check it, once to
+    /// copy it), and without this the second read would reload the chunk.
+    last: Option<(u32, RecordHeader, usize, usize)>,
 }
 
 impl SegmentReader {
@@ -279,7 +283,16 @@ impl SegmentReader {
                 reason: format!("the index has {} chunks for {} packets", chunks.len(), meta.packets),
             });
         }
-        Ok(SegmentReader { path, file, meta, chunks, loaded_chunk: None, buffer: Vec::new(), cursor: (0, 0) })
+        Ok(SegmentReader {
+            path,
+            file,
+            meta,
+            chunks,
+            loaded_chunk: None,
+            buffer: Vec::new(),
+            cursor: (0, 0),
+            last: None,
+        })
     }
 
     /// Returns the segment's metadata.
@@ -309,6 +322,7 @@ impl SegmentReader {
         })?;
         self.loaded_chunk = Some(chunk);
         self.cursor = (chunk as u32 * PACKETS_PER_CHUNK, 0);
+        self.last = None;
         Ok(())
     }
 
@@ -318,6 +332,11 @@ impl SegmentReader {
     pub fn packet(&mut self, packet: u32) -> Result<(RecordHeader, &[u8])> {
         if u64::from(packet) >= self.meta.packets {
             return Err(self.damaged(format!("packet {packet} requested, the segment has {}", self.meta.packets)));
+        }
+        if let Some((number, header, start, end)) = self.last {
+            if number == packet {
+                return Ok((header, &self.buffer[start..end]));
+            }
         }
         let chunk = (packet / PACKETS_PER_CHUNK) as usize;
         if self.loaded_chunk != Some(chunk) || self.cursor.0 > packet {
@@ -338,6 +357,7 @@ impl SegmentReader {
             }
             self.cursor = (number + 1, data_end);
             if number == packet {
+                self.last = Some((number, header, data_start, data_end));
                 return Ok((header, &self.buffer[data_start..data_end]));
             }
         }
