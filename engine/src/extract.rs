@@ -179,12 +179,17 @@ fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractReq
             in_window.insert_range(first..end);
         }
     }
-    let bitmaps = store.bitmaps(meta);
     let candidates = match &request.selection {
         Selection::All => in_window,
-        Selection::Native(expr) => candidates(expr, &bitmaps)? & in_window,
+        Selection::Native(expr) => {
+            let bitmaps = store.bitmaps(meta)?;
+            bitmaps.packets_of(&candidates(expr, &bitmaps)?)? & in_window
+        }
         Selection::Bpf(filter) => match filter.pruning_expr(meta.linktype) {
-            Some(expr) => monotone_candidates(&expr, &bitmaps)? & in_window,
+            Some(expr) => {
+                let bitmaps = store.bitmaps(meta)?;
+                bitmaps.packets_of(&monotone_candidates(&expr, &bitmaps)?)? & in_window
+            }
             None => in_window,
         },
     };

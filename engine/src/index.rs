@@ -1,8 +1,17 @@
-//! Index keys of a packet and the in-memory bitmaps of an open segment.
+//! Index keys of a packet and the in-memory index of an open segment.
 //!
-//! [`for_each_key`] and the planner in `filter::plan` must agree: a packet is
-//! in the bitmap of a key exactly when the primitive that reads that key
-//! accepts it (see the bounds in `filter::plan`).
+//! [`for_each_key`] and the planner in `filter::plan` must agree: a packet
+//! has a key exactly when the primitive that reads that key accepts it (see
+//! the bounds in `filter::plan`).
+//!
+//! The index is kept per flow: packets with the same set of keys (the same
+//! MACs, tags, addresses, protocol and ports) form one flow, numbered in order
+//! of appearance within the segment. Each key maps to a bitmap of flow ids,
+//! and each flow to the list of its packet numbers. Since every packet of a
+//! flow has the same keys, planning a filter over flows and then taking the
+//! packets of the chosen flows gives exactly the packets a per-packet index
+//! would give, while the index stores and updates one entry per flow and key
+//! instead of one per packet and key.
 
 use pktvault_schema::keys::Field;
 use roaring::RoaringBitmap;
@@ -107,25 +116,50 @@ impl KeyValue {
     }
 }
 
-/// Bitmaps of the packets of one segment, built while the segment is written.
+/// The index of one segment, built while the segment is written.
 ///
-/// The keys are hashed with FxHash rather than SipHash: they come from packet
+/// Keys are hashed with FxHash rather than SipHash: they come from packet
 /// headers, but a flood of distinct keys costs memory whatever the hash, and
 /// SipHash took a fifth of the import time.
 #[derive(Debug, Default)]
 pub struct SegmentIndex {
+    /// Flow id of each key set, the key set serialized as in [`key_set`].
+    flow_ids: FxHashMap<Box<[u8]>, u32>,
+    /// Packet numbers of each flow, ascending.
+    flow_packets: Vec<Vec<u32>>,
+    /// Flow ids of each key.
     bitmaps: FxHashMap<(Field, KeyValue), RoaringBitmap>,
+    scratch: Vec<u8>,
+}
+
+/// Serializes the keys of a packet into `out`: per key, the field byte, the
+/// value length and the value.
+fn key_set(decoded: &Decoded, out: &mut Vec<u8>) {
+    out.clear();
+    for_each_key(decoded, |field, value| {
+        out.push(field as u8);
+        out.push(value.len() as u8);
+        out.extend_from_slice(value);
+    });
 }
 
 impl SegmentIndex {
-    /// Adds packet number `packet` of the segment under every key of `decoded`.
-    /// Packets are numbered in ascending order, so each goes at the end of
-    /// its bitmaps.
+    /// Adds packet number `packet` of the segment to the flow of its keys.
+    /// Packets are numbered in ascending order.
     pub fn add(&mut self, packet: u32, decoded: &Decoded) {
+        key_set(decoded, &mut self.scratch);
+        if let Some(&flow) = self.flow_ids.get(self.scratch.as_slice()) {
+            self.flow_packets[flow as usize].push(packet);
+            return;
+        }
+        let flow = self.flow_packets.len() as u32;
+        self.flow_ids.insert(self.scratch.as_slice().into(), flow);
+        self.flow_packets.push(vec![packet]);
+        let bitmaps = &mut self.bitmaps;
         for_each_key(decoded, |field, value| {
-            let bitmap = self.bitmaps.entry((field, KeyValue::new(value))).or_default();
-            if bitmap.try_push(packet).is_err() {
-                bitmap.insert(packet);
+            let bitmap = bitmaps.entry((field, KeyValue::new(value))).or_default();
+            if bitmap.try_push(flow).is_err() {
+                bitmap.insert(flow);
             }
         });
     }
@@ -140,7 +174,12 @@ impl SegmentIndex {
         self.bitmaps.is_empty()
     }
 
-    /// Returns the keys with copies of their bitmaps, optimized for storage.
+    /// Number of flows.
+    pub fn flow_count(&self) -> u32 {
+        self.flow_packets.len() as u32
+    }
+
+    /// Returns the keys with copies of their flow bitmaps, optimized for storage.
     pub fn optimized_entries(&self) -> impl Iterator<Item = (Field, KeyValue, RoaringBitmap)> + '_ {
         self.bitmaps.iter().map(|((field, value), bitmap)| {
             let mut bitmap = bitmap.clone();
@@ -149,12 +188,17 @@ impl SegmentIndex {
         })
     }
 
-    /// Returns the bitmap of a key, for reading an open segment.
+    /// Encodes the packet lists of the flows (see [`FlowTable`]).
+    pub fn encode_flows(&self) -> Vec<u8> {
+        FlowTable::encode(&self.flow_packets)
+    }
+
+    /// Returns the flow bitmap of a key, for reading an open segment.
     pub fn get(&self, field: Field, value: &[u8]) -> Option<&RoaringBitmap> {
         self.bitmaps.get(&(field, KeyValue::new(value)))
     }
 
-    /// Returns the union of the bitmaps of `field` with values in `first..=last`.
+    /// Returns the union of the flow bitmaps of `field` with values in `first..=last`.
     pub fn union_range(&self, field: Field, first: &[u8], last: &[u8]) -> RoaringBitmap {
         let mut result = RoaringBitmap::new();
         for ((key_field, value), bitmap) in &self.bitmaps {
@@ -167,5 +211,179 @@ impl SegmentIndex {
             }
         }
         result
+    }
+
+    /// Returns the packets of the flows in `flows`.
+    pub fn packets_of(&self, flows: &RoaringBitmap) -> RoaringBitmap {
+        let mut packets: Vec<u32> = Vec::new();
+        for flow in flows {
+            if let Some(list) = self.flow_packets.get(flow as usize) {
+                packets.extend_from_slice(list);
+            }
+        }
+        packets.sort_unstable();
+        RoaringBitmap::from_sorted_iter(packets).expect("sorted")
+    }
+}
+
+/// Version byte of an encoded [`FlowTable`].
+const FLOW_TABLE_VERSION: u8 = 1;
+
+/// The packet lists of a segment's flows, as stored in the index.
+///
+/// Layout: version byte (1), flow count (`u32` LE), packet count (`u32` LE),
+/// then one `u32` LE per flow giving the end of its list relative to the start
+/// of the lists, then the lists. A list is the flow's packet numbers,
+/// ascending, as LEB128 varints of the difference to the previous number (the
+/// first one to 0).
+#[derive(Debug, Clone)]
+pub struct FlowTable {
+    bytes: Vec<u8>,
+    flows: u32,
+    packets: u32,
+}
+
+const FLOW_TABLE_HEADER: usize = 9;
+
+impl FlowTable {
+    fn encode(flow_packets: &[Vec<u32>]) -> Vec<u8> {
+        let packets: usize = flow_packets.iter().map(Vec::len).sum();
+        let mut ends = Vec::with_capacity(flow_packets.len() * 4);
+        let mut lists = Vec::with_capacity(packets * 2);
+        for list in flow_packets {
+            let mut previous = 0u32;
+            for &packet in list {
+                let mut delta = packet - previous;
+                previous = packet;
+                while delta >= 0x80 {
+                    lists.push((delta as u8) | 0x80);
+                    delta >>= 7;
+                }
+                lists.push(delta as u8);
+            }
+            ends.extend_from_slice(&(lists.len() as u32).to_le_bytes());
+        }
+        let mut bytes = Vec::with_capacity(FLOW_TABLE_HEADER + ends.len() + lists.len());
+        bytes.push(FLOW_TABLE_VERSION);
+        bytes.extend_from_slice(&(flow_packets.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(packets as u32).to_le_bytes());
+        bytes.extend_from_slice(&ends);
+        bytes.extend_from_slice(&lists);
+        bytes
+    }
+
+    /// Checks the header and the table of list ends.
+    pub fn decode(bytes: Vec<u8>) -> Result<FlowTable, String> {
+        if bytes.len() < FLOW_TABLE_HEADER {
+            return Err(format!("{} bytes is shorter than the header", bytes.len()));
+        }
+        if bytes[0] != FLOW_TABLE_VERSION {
+            return Err(format!("flow table version {} is not {FLOW_TABLE_VERSION}", bytes[0]));
+        }
+        let flows = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
+        let packets = u32::from_le_bytes(bytes[5..9].try_into().expect("4 bytes"));
+        let lists_start = FLOW_TABLE_HEADER + flows as usize * 4;
+        if bytes.len() < lists_start {
+            return Err(format!("{flows} flows do not fit in {} bytes", bytes.len()));
+        }
+        let table = FlowTable { bytes, flows, packets };
+        if flows > 0 && table.list_end(flows - 1) > table.bytes.len() - lists_start {
+            return Err("the last flow list runs past the end".into());
+        }
+        Ok(table)
+    }
+
+    pub fn flow_count(&self) -> u32 {
+        self.flows
+    }
+
+    pub fn packet_count(&self) -> u32 {
+        self.packets
+    }
+
+    fn list_end(&self, flow: u32) -> usize {
+        let at = FLOW_TABLE_HEADER + flow as usize * 4;
+        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+    }
+
+    /// Returns the packets of the flows in `flows`; flow ids past the table
+    /// and damaged lists are errors.
+    pub fn packets_of(&self, flows: &RoaringBitmap) -> Result<RoaringBitmap, String> {
+        if flows.len() == u64::from(self.flows) {
+            let mut all = RoaringBitmap::new();
+            all.insert_range(0..self.packets);
+            return Ok(all);
+        }
+        let lists_start = FLOW_TABLE_HEADER + self.flows as usize * 4;
+        let lists = &self.bytes[lists_start..];
+        let mut packets: Vec<u32> = Vec::new();
+        for flow in flows {
+            if flow >= self.flows {
+                return Err(format!("flow {flow} is past the {} flows of the table", self.flows));
+            }
+            let start = if flow == 0 { 0 } else { self.list_end(flow - 1) };
+            let end = self.list_end(flow);
+            if start > end || end > lists.len() {
+                return Err(format!("the list of flow {flow} spans bytes {start}..{end}"));
+            }
+            let mut value = 0u32;
+            let mut delta = 0u32;
+            let mut shift = 0u32;
+            for &byte in &lists[start..end] {
+                if shift > 28 {
+                    return Err(format!("the list of flow {flow} has an overlong number"));
+                }
+                delta |= u32::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    value = value.wrapping_add(delta);
+                    if value >= self.packets {
+                        return Err(format!("flow {flow} lists packet {value} of {}", self.packets));
+                    }
+                    packets.push(value);
+                    delta = 0;
+                    shift = 0;
+                } else {
+                    shift += 7;
+                }
+            }
+        }
+        packets.sort_unstable();
+        RoaringBitmap::from_sorted_iter(packets).map_err(|err| format!("duplicate packet numbers: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_table_round_trip() {
+        // Flow 0 has a gap that needs a three-byte varint; the others gaps of 3.
+        let mut lists = vec![vec![0, 99_999], Vec::new(), Vec::new(), Vec::new()];
+        for packet in 1..99_999u32 {
+            lists[1 + (packet % 3) as usize].push(packet);
+        }
+        let table = FlowTable::decode(FlowTable::encode(&lists)).unwrap();
+        assert_eq!(table.flow_count(), 4);
+        let total: usize = lists.iter().map(Vec::len).sum();
+        assert_eq!(table.packet_count() as usize, total);
+        let chosen: RoaringBitmap = [0, 3].into_iter().collect();
+        let packets: Vec<u32> = table.packets_of(&chosen).unwrap().into_iter().collect();
+        let mut expected: Vec<u32> = lists[0].iter().chain(&lists[3]).copied().collect();
+        expected.sort_unstable();
+        assert_eq!(packets, expected);
+        let all: RoaringBitmap = (0..4).collect();
+        assert_eq!(table.packets_of(&all).unwrap().len() as usize, total);
+    }
+
+    #[test]
+    fn damaged_flow_tables_are_errors() {
+        assert!(FlowTable::decode(vec![1, 2, 0]).is_err());
+        assert!(FlowTable::decode(vec![9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        let mut bytes = FlowTable::encode(&[vec![0, 1]]);
+        bytes.truncate(bytes.len() - 1);
+        assert!(FlowTable::decode(bytes).is_err());
+        let table = FlowTable::decode(FlowTable::encode(&[vec![0], vec![1]])).unwrap();
+        assert!(table.packets_of(&[7].into_iter().collect()).is_err());
     }
 }

@@ -12,7 +12,7 @@ use roaring::RoaringBitmap;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
 use crate::filter::plan::BitmapSource;
-use crate::index::SegmentIndex;
+use crate::index::{FlowTable, SegmentIndex};
 use crate::{Error, Result};
 
 /// The index and segment folder of one interface.
@@ -154,6 +154,7 @@ impl InterfaceStore {
         let mut batch = WriteBatch::default();
         batch.put(keys::segment_meta(id), meta.encode());
         batch.put(keys::segment_chunks(id), encode_chunks(chunks));
+        batch.put(keys::segment_flows(id), index.encode_flows());
         let mut buffer = Vec::new();
         for (field, value, bitmap) in index.optimized_entries() {
             buffer.clear();
@@ -201,9 +202,23 @@ impl InterfaceStore {
         decode_chunks(&bytes).map_err(|source| self.format_error(source))
     }
 
-    /// Returns the stored bitmaps of a segment.
-    pub fn bitmaps<'a>(&'a self, meta: &SegmentMeta) -> StoredBitmaps<'a> {
-        StoredBitmaps { store: self, segment_id: meta.segment_id, packets: meta.packets as u32 }
+    /// Returns the stored bitmaps and flow table of a segment.
+    pub fn bitmaps<'a>(&'a self, meta: &SegmentMeta) -> Result<StoredBitmaps<'a>> {
+        let segment_id = meta.segment_id;
+        let damaged =
+            |reason: String| self.format_error(pktvault_schema::FormatError::Damaged { what: "flow table", reason });
+        let bytes = self
+            .get(&keys::segment_flows(segment_id))?
+            .ok_or_else(|| damaged(format!("missing for segment {segment_id}")))?;
+        let flows = FlowTable::decode(bytes).map_err(|reason| damaged(format!("segment {segment_id}: {reason}")))?;
+        if u64::from(flows.packet_count()) != meta.packets {
+            return Err(damaged(format!(
+                "segment {segment_id}: the flow table lists {} packets, the segment has {}",
+                flows.packet_count(),
+                meta.packets
+            )));
+        }
+        Ok(StoredBitmaps { store: self, segment_id, flows })
     }
 
     /// Compacts the whole index (used before measuring its size).
@@ -212,14 +227,24 @@ impl InterfaceStore {
     }
 }
 
-/// The stored bitmaps of one segment.
+/// The stored flow bitmaps and flow table of one segment.
 pub struct StoredBitmaps<'a> {
     store: &'a InterfaceStore,
     segment_id: u64,
-    packets: u32,
+    flows: FlowTable,
 }
 
 impl StoredBitmaps<'_> {
+    /// Returns the packets of the flows in `flows`.
+    pub fn packets_of(&self, flows: &RoaringBitmap) -> Result<RoaringBitmap> {
+        self.flows.packets_of(flows).map_err(|reason| {
+            self.store.format_error(pktvault_schema::FormatError::Damaged {
+                what: "flow table",
+                reason: format!("segment {}: {reason}", self.segment_id),
+            })
+        })
+    }
+
     fn decode(&self, bytes: &[u8]) -> Result<RoaringBitmap> {
         RoaringBitmap::deserialize_from(bytes).map_err(|err| {
             self.store.format_error(pktvault_schema::FormatError::Damaged { what: "bitmap", reason: err.to_string() })
@@ -228,8 +253,8 @@ impl StoredBitmaps<'_> {
 }
 
 impl BitmapSource for StoredBitmaps<'_> {
-    fn packet_count(&self) -> u32 {
-        self.packets
+    fn flow_count(&self) -> u32 {
+        self.flows.flow_count()
     }
 
     fn bitmap(&self, field: Field, value: &[u8]) -> Result<RoaringBitmap> {
@@ -260,16 +285,16 @@ impl BitmapSource for StoredBitmaps<'_> {
     }
 }
 
-impl BitmapSource for (&SegmentIndex, u32) {
-    fn packet_count(&self) -> u32 {
-        self.1
+impl BitmapSource for SegmentIndex {
+    fn flow_count(&self) -> u32 {
+        SegmentIndex::flow_count(self)
     }
 
     fn bitmap(&self, field: Field, value: &[u8]) -> Result<RoaringBitmap> {
-        Ok(self.0.get(field, value).cloned().unwrap_or_default())
+        Ok(self.get(field, value).cloned().unwrap_or_default())
     }
 
     fn union_range(&self, field: Field, first: &[u8], last: &[u8]) -> Result<RoaringBitmap> {
-        Ok(self.0.union_range(field, first, last))
+        Ok(SegmentIndex::union_range(self, field, first, last))
     }
 }

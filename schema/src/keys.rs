@@ -15,8 +15,10 @@ pub const SEGMENT_PREFIX: u8 = b'S';
 pub const SUB_META: u8 = 0x00;
 /// Sub-key of a segment's chunk table.
 pub const SUB_CHUNKS: u8 = 0x01;
-/// Sub-key prefix of a segment's bitmaps; a [`Field`] byte and the value follow.
+/// Sub-key prefix of a segment's flow bitmaps; a [`Field`] byte and the value follow.
 pub const SUB_BITMAP: u8 = 0x02;
+/// Sub-key of a segment's flow table: the packet numbers of each flow.
+pub const SUB_FLOWS: u8 = 0x03;
 
 /// Indexed packet fields. The numeric value is stored in keys and must not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +79,13 @@ pub fn segment_meta(segment_id: u64) -> Vec<u8> {
 pub fn segment_chunks(segment_id: u64) -> Vec<u8> {
     let mut key = segment_start(segment_id);
     key.push(SUB_CHUNKS);
+    key
+}
+
+/// Returns the key of a segment's flow table.
+pub fn segment_flows(segment_id: u64) -> Vec<u8> {
+    let mut key = segment_start(segment_id);
+    key.push(SUB_FLOWS);
     key
 }
 

@@ -16,7 +16,7 @@ pub use segment::{ChunkEntry, SegmentMeta, TsResolution};
 pub const INDEX_MAGIC: &str = "pktvault-index";
 
 /// Version of the index layout that this build writes and reads.
-pub const INDEX_FORMAT_VERSION: u32 = 1;
+pub const INDEX_FORMAT_VERSION: u32 = 2;
 
 /// Number of packets covered by one entry of a segment's chunk table.
 pub const PACKETS_PER_CHUNK: u32 = 64;

@@ -1,7 +1,9 @@
 //! Index planner: turns a filter into bitmap operations over one segment.
 //!
-//! For every sub-expression the planner computes two packet sets of the
-//! segment: `upper`, which contains every packet the sub-expression accepts,
+//! The bitmaps are over the segment's flows (see `index`): every packet of a
+//! flow has the same keys, so a set of flows stands for the set of their
+//! packets, and the operations below mean the same on either. For every
+//! sub-expression the planner computes two sets of the segment: `upper`, which contains every packet the sub-expression accepts,
 //! and `lower`, which contains only packets it does not reject (it accepts
 //! them, or evaluating it would run past the captured bytes and reject the
 //! packet for the whole filter). With these definitions
@@ -22,11 +24,11 @@ use roaring::RoaringBitmap;
 use super::ast::{AddrFamily, Dir, Expr, Primitive};
 use crate::Error;
 
-/// Bitmaps of one segment.
+/// Flow bitmaps of one segment.
 pub trait BitmapSource {
-    /// Number of packets in the segment.
-    fn packet_count(&self) -> u32;
-    /// Returns the bitmap of `field` = `value`, empty when absent.
+    /// Number of flows in the segment; flow ids are `0..flow_count`.
+    fn flow_count(&self) -> u32;
+    /// Returns the flow bitmap of `field` = `value`, empty when absent.
     fn bitmap(&self, field: Field, value: &[u8]) -> Result<RoaringBitmap, Error>;
     /// Returns the union of the bitmaps of `field` with values in `first..=last`
     /// (values of equal length, compared as bytes).
@@ -38,26 +40,26 @@ struct Bounds {
     lower: RoaringBitmap,
 }
 
-fn all_packets(source: &dyn BitmapSource) -> RoaringBitmap {
+fn all_flows(source: &dyn BitmapSource) -> RoaringBitmap {
     let mut all = RoaringBitmap::new();
-    all.insert_range(0..source.packet_count());
+    all.insert_range(0..source.flow_count());
     all
 }
 
-/// Returns the packets of the segment that may match `expr`.
+/// Returns the flows of the segment whose packets may match `expr`.
 pub fn candidates(expr: &Expr, source: &dyn BitmapSource) -> Result<RoaringBitmap, Error> {
     Ok(bounds(expr, source)?.upper)
 }
 
-/// Returns the packets that may match a filter whose primitives have
+/// Returns the flows that may match a filter whose primitives have
 /// libpcap's meaning. Negations are not planned: a `not` subtree counts as
 /// every packet, so only the monotone part of the filter prunes.
 pub fn monotone_candidates(expr: &Expr, source: &dyn BitmapSource) -> Result<RoaringBitmap, Error> {
     Ok(match expr {
         Expr::And(left, right) => monotone_candidates(left, source)? & monotone_candidates(right, source)?,
         Expr::Or(left, right) => monotone_candidates(left, source)? | monotone_candidates(right, source)?,
-        Expr::Not(_) => all_packets(source),
-        Expr::Prim(primitive) => primitive_bitmap(primitive, source)?.unwrap_or_else(|| all_packets(source)),
+        Expr::Not(_) => all_flows(source),
+        Expr::Prim(primitive) => primitive_bitmap(primitive, source)?.unwrap_or_else(|| all_flows(source)),
     })
 }
 
@@ -75,12 +77,12 @@ fn bounds(expr: &Expr, source: &dyn BitmapSource) -> Result<Bounds, Error> {
         }
         Expr::Not(inner) => {
             let inner = bounds(inner, source)?;
-            let all = all_packets(source);
+            let all = all_flows(source);
             Bounds { upper: &all - &inner.lower, lower: all - inner.upper }
         }
         Expr::Prim(primitive) => match primitive_bitmap(primitive, source)? {
             Some(bitmap) => Bounds { upper: bitmap.clone(), lower: bitmap },
-            None => Bounds { upper: all_packets(source), lower: RoaringBitmap::new() },
+            None => Bounds { upper: all_flows(source), lower: RoaringBitmap::new() },
         },
     })
 }
