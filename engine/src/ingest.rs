@@ -15,6 +15,12 @@ use crate::{Error, Result};
 /// write-ahead log, manifest and compaction output.
 const MIN_INDEX_RESERVE: u64 = 4 << 20;
 
+/// Flows after which a segment is sealed early. The open segment's index
+/// keeps about 150 bytes per flow in memory, so traffic where nearly every
+/// packet is a flow of its own (a scan, a flood of spoofed sources) is bounded
+/// to about 150 MiB per open segment.
+const MAX_SEGMENT_FLOWS: u32 = 1 << 20;
+
 /// When a segment is closed and the next one started.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentLimits {
@@ -184,7 +190,8 @@ impl Ingester {
             let rotate = ts_ns >= start.saturating_add(bucket_ns)
                 || ts_ns.saturating_add(bucket_ns) <= start
                 || meta.file_bytes + record_bytes > self.limits.bytes
-                || meta.packets >= u64::from(u32::MAX - 1);
+                || meta.packets >= u64::from(u32::MAX - 1)
+                || writer.flow_count() >= MAX_SEGMENT_FLOWS;
             if rotate {
                 let writer = self.open.remove(&key).expect("segment is open");
                 self.seal(writer)?;

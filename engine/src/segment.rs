@@ -129,6 +129,11 @@ impl SegmentWriter {
         &self.meta
     }
 
+    /// Number of flows in the segment's index so far.
+    pub fn flow_count(&self) -> u32 {
+        self.index.flow_count()
+    }
+
     /// Start of the segment's time bucket.
     pub fn bucket_start_ns(&self) -> u64 {
         self.bucket_start_ns
