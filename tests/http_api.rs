@@ -433,6 +433,21 @@ fn credentials_are_required_once_a_user_exists() {
     assert_eq!(bearer.status().as_u16(), 200);
     let bad_token = client().get(server.url("/api/v1/interfaces")).bearer_auth("pvt_forged").send().unwrap();
     expect_error(bad_token, 401, "unauthorized");
+    let head = client().head(server.url("/api/v1/health")).send().unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+
+    // Removing a user revokes its tokens at once; another user keeps the API closed.
+    add_user("second", PASSWORD, &["--config", config.to_str().unwrap()]);
+    let output = Command::new(pktvault_bin())
+        .args(["user", "remove", USER, "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let revoked = client().get(server.url("/api/v1/interfaces")).bearer_auth(&token).send().unwrap();
+    expect_error(revoked, 401, "unauthorized");
+    let removed = client().get(server.url("/api/v1/interfaces")).basic_auth(USER, Some(PASSWORD)).send().unwrap();
+    expect_error(removed, 401, "unauthorized");
     let config_text = std::fs::read_to_string(&config).unwrap();
     assert!(
         config_text.starts_with("# the API's users\n[server]"),
@@ -440,6 +455,63 @@ fn credentials_are_required_once_a_user_exists() {
     );
     assert!(!config_text.contains(&token), "a secret is stored in clear");
     assert!(!config_text.contains(PASSWORD), "a secret is stored in clear");
+}
+
+#[test]
+fn serve_requires_credentials_off_loopback_after_users_are_removed() {
+    require_tool("curl");
+    let dir = data_dir_linking(tls_data());
+    with_user(dir.path());
+    // A network namespace of this test, with a documentation address on a
+    // veth pair inside it, gives the server an address that is not loopback.
+    let namespace = format!("pktvault-test-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let output = Command::new("ip").args(args).output().expect("run ip");
+        assert!(output.status.success(), "ip {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    ip(&["netns", "add", &namespace]);
+    struct Namespace(String);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        }
+    }
+    let _namespace = Namespace(namespace.clone());
+    ip(&["-n", &namespace, "link", "set", "lo", "up"]);
+    ip(&["-n", &namespace, "link", "add", "pv0", "type", "veth", "peer", "name", "pv1"]);
+    ip(&["-n", &namespace, "addr", "add", "192.0.2.1/24", "dev", "pv0"]);
+    ip(&["-n", &namespace, "link", "set", "pv0", "up"]);
+    ip(&["-n", &namespace, "link", "set", "pv1", "up"]);
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &namespace])
+        .arg(pktvault_bin())
+        .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "192.0.2.1:3000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pktvault serve in the namespace");
+    let curl = |credentials: bool| -> String {
+        let mut args = vec!["netns", "exec", &namespace, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        let user = format!("{USER}:{PASSWORD}");
+        if credentials {
+            args.extend(["-u", user.as_str()]);
+        }
+        args.push("http://192.0.2.1:3000/api/v1/interfaces");
+        let output = Command::new("ip").args(&args).output().expect("run curl in the namespace");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(true) != "200" {
+        assert!(Instant::now() < deadline, "the server in the namespace did not answer 200");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl(false), "401");
+    std::fs::remove_file(dir.path().join("users.toml")).expect("remove the users file");
+    assert_eq!(curl(false), "401", "removing every user turned authentication off on a non-loopback address");
+    assert_eq!(curl(true), "401");
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 #[test]
@@ -574,7 +646,8 @@ fn job_without_data_fails_with_reason() {
     let job = wait_job(&server, id, is_finished);
     assert_eq!(job["status"], "failed");
     assert!(job["reason"].as_str().unwrap().contains("1609829736.669007000"), "{job}");
-    expect_error(get(&server, &format!("/api/v1/extractions/{id}/pcap")), 409, "job_not_finished");
+    let message = expect_error(get(&server, &format!("/api/v1/extractions/{id}/pcap")), 409, "job_failed");
+    assert!(message.contains("1609829736.669007000"), "{message}");
     let bad = client()
         .post(server.url("/api/v1/interfaces/0/extractions"))
         .basic_auth(USER, Some(PASSWORD))
@@ -582,6 +655,16 @@ fn job_without_data_fails_with_reason() {
         .send()
         .unwrap();
     expect_error(bad, 400, "invalid_filter");
+    // A libpcap filter is compiled for the interface's link types before the job is queued.
+    let bad_bpf = client()
+        .post(server.url("/api/v1/interfaces/0/extractions"))
+        .basic_auth(USER, Some(PASSWORD))
+        .form(&[("begin", TLS_BEGIN), ("end", TLS_END), ("filter", "tcp["), ("filter_syntax", "bpf")])
+        .send()
+        .unwrap();
+    let message = expect_error(bad_bpf, 400, "invalid_filter");
+    assert!(message.contains("libpcap"), "{message}");
+    assert!(json(get(&server, "/api/v1/extractions"))["jobs"].as_array().unwrap().len() == 1);
 }
 
 #[test]

@@ -100,6 +100,12 @@ enum UserCommand {
         #[arg(long, default_value = "api", value_name = "TEXT")]
         label: String,
     },
+    /// Remove a user and its API tokens.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        file: UserFileArgs,
+    },
     /// List the users.
     List {
         #[command(flatten)]

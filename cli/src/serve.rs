@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pktvault_schema::text::parse_size;
-use pktvault_server::auth::{add_token, check_user_name, hash_password, list_users, new_token, set_user, USERS_FILE};
+use pktvault_server::auth::{
+    add_token, check_user_name, hash_password, list_users, new_token, remove_user, set_user, USERS_FILE,
+};
 use pktvault_server::jobs::JobLimits;
 use pktvault_server::{BoundServer, ServerConfig};
 use serde::Deserialize;
 
 use crate::{JobArgs, ServeArgs, UserArgs, UserCommand, UserFileArgs};
+
+/// Time open downloads get to finish after SIGINT or SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Default address of the HTTP API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -110,12 +115,29 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 _ = terminate.recv() => {}
             }
         };
-        server.serve(shutdown).await;
+        serve_until(server, shutdown).await;
         Ok::<_, anyhow::Error>(())
     })?;
-    // Streams still open are cut off, rather than waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until `shutdown` completes, then gives open downloads
+/// [`SHUTDOWN_GRACE`] to finish, so a slow client cannot hold up a supervisor
+/// such as systemd.
+async fn serve_until(server: BoundServer, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = server.serve(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    tokio::select! {
+        _ = serving => {}
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("stopped with downloads still open after {} s", SHUTDOWN_GRACE.as_secs()),
+    }
 }
 
 /// Starts the HTTP API beside a recorder; it stops when `stop` is set.
@@ -127,7 +149,7 @@ pub fn serve_beside_recorder(
     let server = runtime.block_on(BoundServer::bind(config)).map_err(anyhow::Error::msg)?;
     tracing::info!("serving http://{}/api/v1/", server.local_addr());
     Ok(std::thread::spawn(move || {
-        runtime.block_on(server.serve(async move {
+        runtime.block_on(serve_until(server, async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -185,6 +207,11 @@ pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
             add_token(&path, &name, &label, &token).map_err(anyhow::Error::msg)?;
             eprintln!("added an API token for {name} to {}; it is shown once, keep it:", path.display());
             println!("{token}");
+        }
+        UserCommand::Remove { name, file } => {
+            let path = users_file(&file)?;
+            let tokens = remove_user(&path, &name).map_err(anyhow::Error::msg)?;
+            eprintln!("removed user {name} and {tokens} API token(s) from {}", path.display());
         }
         UserCommand::List { file } => {
             let path = users_file(&file)?;

@@ -388,6 +388,12 @@ fn select_segments(
     Ok(overlapping)
 }
 
+/// Checks that libpcap compiles `filter` for at least one link type recorded
+/// in `store` (Ethernet when nothing is recorded yet).
+pub fn check_bpf(store: &InterfaceStore, filter: &mut BpfFilter) -> Result<()> {
+    check_compiles(filter, &store.segments()?)
+}
+
 /// Compiles a libpcap filter for every link type recorded, so that a typo is
 /// reported even for a window without packets. An error is returned only when
 /// no recorded link type accepts the filter: a filter may be valid for some

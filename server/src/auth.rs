@@ -277,6 +277,23 @@ pub fn add_token(path: &Path, user: &str, label: &str, token: &str) -> Result<()
     })
 }
 
+/// Removes a user and its API tokens from a credentials file; returns the
+/// number of tokens removed, or an error when the user is not in the file.
+pub fn remove_user(path: &Path, name: &str) -> Result<usize, String> {
+    edit_file(path, |doc| {
+        let users = tables(doc, "user")?;
+        let before = users.len();
+        users.retain(|table| table.get("name").and_then(|item| item.as_str()) != Some(name));
+        if users.len() == before {
+            return Err(format!("no user {name:?} in {}", path.display()));
+        }
+        let tokens = tables(doc, "token")?;
+        let before = tokens.len();
+        tokens.retain(|table| table.get("user").and_then(|item| item.as_str()) != Some(name));
+        Ok(before - tokens.len())
+    })
+}
+
 /// Lists the user names of a credentials file.
 pub fn list_users(path: &Path) -> Result<Vec<String>, String> {
     Ok(read_credentials(path)?.user.into_iter().map(|user| user.name).collect())
@@ -360,6 +377,11 @@ mod tests {
         assert!(!set_user(&path, "ana", &hash_password("another one").unwrap()).unwrap());
         assert!(auth.check(&right).is_err(), "a changed password is read again");
         assert_eq!(list_users(&path).unwrap(), vec!["ana".to_string()]);
+
+        assert_eq!(remove_user(&path, "ana").unwrap(), 1);
+        assert!(list_users(&path).unwrap().is_empty());
+        assert!(!auth.has_users());
+        assert!(remove_user(&path, "ana").unwrap_err().contains("no user"));
     }
 
     #[test]

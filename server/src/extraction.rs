@@ -25,7 +25,9 @@ pub fn selection(filter: &str, syntax: FilterSyntax) -> Result<Selection, ApiErr
 }
 
 fn filter_error(err: &FilterError) -> ApiError {
-    let mut message = format!("invalid filter at byte {}: {}", err.position, err.message);
+    // Messages name the CLI flag; over HTTP the parameter takes its place.
+    let advice = err.message.replace("--bpf", "filter_syntax=bpf");
+    let mut message = format!("invalid filter at byte {}: {advice}", err.position);
     if err.filter.len() <= 200 {
         message.push('\n');
         message.push_str(&err.pointer());

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pktvault_engine::extract::{extract_to, ExtractControl, ExtractOutcomeError, ExtractRequest, PcapSink};
+use pktvault_engine::extract::{
+    check_bpf, extract_to, ExtractControl, ExtractOutcomeError, ExtractRequest, PcapSink, Selection,
+};
 use pktvault_engine::status::unix_now_ns;
 use pktvault_engine::store::{interface_dir, InterfaceStore};
 use pktvault_engine::Error;
@@ -93,8 +95,9 @@ impl Jobs {
         let db = rocksdb::DB::open(&options, &db_path).map_err(|err| {
             if err.to_string().contains("LOCK") {
                 format!(
-                    "the jobs database {} is in use by another 'pktvault serve' on the same data directory; \
-                     stop it, or serve this data directory from one process only",
+                    "the jobs database {} is in use by another server on the same data directory \
+                     ('pktvault serve' or 'pktvault record --serve'); stop it, or serve this data directory \
+                     from one process only",
                     db_path.display()
                 )
             } else {
@@ -206,16 +209,21 @@ impl Jobs {
         job
     }
 
-    /// Queues a new job; the filter is checked now, the data when it runs.
+    /// Queues a new job. The filter is checked now, libpcap filters against
+    /// the interface's link types; the window's data is checked when it runs.
     pub fn create(
         &self,
         ifid: u32,
         params: &ExtractionParams,
         user: Option<String>,
     ) -> Result<ExtractionJob, ApiError> {
-        selection(&params.filter, params.syntax)?;
+        let selection = selection(&params.filter, params.syntax)?;
         if !interface_dir(&self.data_dir, ifid).join("index").is_dir() {
             return Err(engine_error(Error::NoInterface { ifid, data_dir: self.data_dir.clone() }));
+        }
+        if let Selection::Bpf(mut filter) = selection {
+            let store = InterfaceStore::open_read_only(&self.data_dir, ifid).map_err(engine_error)?;
+            check_bpf(&store, &mut filter).map_err(engine_error)?;
         }
         let _guard = self.running.lock().expect("lock");
         let id = match self.db.get(NEXT_JOB_ID_KEY).map_err(|err| ApiError::internal(err.to_string()))? {
@@ -334,6 +342,15 @@ impl Jobs {
     /// Returns the path and name of output file `number` of job `id`.
     pub fn file(&self, id: u64, number: Option<u32>) -> Result<(PathBuf, JobFile), ApiError> {
         let job = self.get(id)?;
+        if job.status == JobStatus::Failed {
+            return Err(ApiError::conflict(
+                "job_failed",
+                format!(
+                    "job {id} failed and has no output: {}",
+                    job.reason.as_deref().unwrap_or("no reason was recorded")
+                ),
+            ));
+        }
         if !matches!(job.status, JobStatus::Completed | JobStatus::Stopped) {
             return Err(ApiError::conflict(
                 "job_not_finished",

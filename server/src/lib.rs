@@ -43,6 +43,9 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     pub live: Arc<LiveCounters>,
     pub started: Instant,
+    /// Whether the server listens on a loopback address. Elsewhere, credentials
+    /// are required even when every user has been removed while it runs.
+    pub loopback: bool,
 }
 
 /// A server bound to its address, not yet serving.
@@ -81,6 +84,7 @@ impl BoundServer {
             format!("cannot listen on {}: {err}; choose another address with --listen", config.listen)
         })?;
         let state = Arc::new(AppState {
+            loopback: config.listen.ip().is_loopback(),
             data_dir: config.data_dir,
             auth,
             jobs,

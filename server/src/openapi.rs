@@ -71,8 +71,51 @@ fn live_operation(summary: &str, params: Vec<Value>) -> Value {
     })
 }
 
-/// Returns the document.
+/// Describes the same parameters as a form or JSON body of a POST.
+fn request_body(params: &[Value]) -> Value {
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    for param in params.iter().filter(|param| param["in"] == "query") {
+        let name = param["name"].as_str().expect("a parameter has a name");
+        properties.insert(
+            name.to_string(),
+            json!({ "description": param["description"], "oneOf": [param["schema"], { "type": "number" }] }),
+        );
+        if param["required"] == true {
+            required.push(name.to_string());
+        }
+    }
+    let schema = json!({ "type": "object", "properties": properties, "required": required });
+    json!({
+        "required": false,
+        "description": "The query parameters may be sent as a form or a JSON object instead.",
+        "content": {
+            "application/x-www-form-urlencoded": { "schema": schema.clone() },
+            "application/json": { "schema": schema }
+        }
+    })
+}
+
+/// Returns the document, with a 401 response added to every operation that
+/// needs credentials and a request body to every POST that takes parameters.
 pub fn document() -> Value {
+    let mut document = paths_document();
+    let paths = document["paths"].as_object_mut().expect("paths is an object");
+    for (path, operations) in paths.iter_mut() {
+        for (method, operation) in operations.as_object_mut().expect("an object of operations").iter_mut() {
+            if path != "/api/v1/health" {
+                operation["responses"]["401"] = error_response("Credentials are missing or wrong.");
+            }
+            let params = operation["parameters"].as_array().cloned().unwrap_or_default();
+            if method == "post" && params.iter().any(|param| param["in"] == "query") {
+                operation["requestBody"] = request_body(&params);
+            }
+        }
+    }
+    document
+}
+
+fn paths_document() -> Value {
     let ifid = param("ifid", "path", true, "Interface id.", json!({ "type": "integer", "minimum": 0 }));
     let job_id = param(
         "id",
@@ -95,7 +138,7 @@ pub fn document() -> Value {
         "info": {
             "title": "pktvault API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Recorded packets as pcap: live extraction, queued extraction jobs, recorder status. Every route but /api/v1/health needs credentials once a user exists: HTTP Basic, the cookie \"user=NAME; password=PASSWORD\", or Authorization: Bearer TOKEN. Errors are JSON objects with error and message."
+            "description": "Recorded packets as pcap: live extraction, queued extraction jobs, recorder status. Every route but /api/v1/health needs credentials once a user exists (and always off loopback): HTTP Basic, the cookie \"user=NAME; password=PASSWORD\", or Authorization: Bearer TOKEN. Errors are JSON objects with error and message."
         },
         "components": {
             "securitySchemes": {
@@ -115,6 +158,7 @@ pub fn document() -> Value {
                 "Job": {
                     "type": "object",
                     "properties": {
+                        "version": { "type": "integer", "description": "Version of the job record, 1." },
                         "id": { "type": "integer" },
                         "ifid": { "type": "integer" },
                         "begin_ns": { "type": "integer" },
@@ -210,7 +254,7 @@ pub fn document() -> Value {
                         "200": pcap_response("The pcap file."),
                         "400": error_response("The id or file number is not valid, or file is missing for a job with several files."),
                         "404": error_response("No such job or file."),
-                        "409": error_response("The job has not finished.")
+                        "409": error_response("The job has not finished, or it failed and has no output.")
                     }
                 }
             },

@@ -168,7 +168,9 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
                 .map(|captures| (route, captures.into_iter().map(str::to_string).collect()))
         })
         .collect();
-    let found = path_matches.iter().find(|(route, _)| route.method == request.method.as_str());
+    // HEAD is GET without the body, which hyper leaves out.
+    let method = if request.method == Method::HEAD { "GET" } else { request.method.as_str() };
+    let found = path_matches.iter().find(|(route, _)| route.method == method);
     let public = found.is_some_and(|(route, _)| route.action == Action::Health);
     if !public {
         request.user = authenticate(state, &request.headers).await?;
@@ -203,7 +205,7 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
             &serde_json::json!({
                 "status": "ok",
                 "version": env!("CARGO_PKG_VERSION"),
-                "authentication": if state.auth.has_users() { "required" } else { "disabled" },
+                "authentication": if state.auth.has_users() || !state.loopback { "required" } else { "disabled" },
             }),
         )),
         Action::OpenApi => Ok(json_response(StatusCode::OK, &crate::openapi::document())),
@@ -237,7 +239,9 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
             let params = request.params()?;
             params.only(&["begin", "end", "filter", "filter_syntax", "linktype"], &[])?;
             let extraction = extraction_params(&params, &NATIVE_NAMES)?;
-            let job = state.jobs.create(ifid, &extraction, request.user.clone())?;
+            let jobs = Arc::clone(&state.jobs);
+            let user = request.user.clone();
+            let job = blocking(move || jobs.create(ifid, &extraction, user)).await?;
             let mut response = job_response(StatusCode::CREATED, &job);
             if let Ok(value) = HeaderValue::from_str(&format!("/api/v1/extractions/{}", job.id)) {
                 response.headers_mut().insert(LOCATION, value);
@@ -245,7 +249,7 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
             Ok(response)
         }
         Action::ListJobs => {
-            let jobs = state.jobs.list()?;
+            let jobs: Vec<serde_json::Value> = state.jobs.list()?.iter().map(job_value).collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "jobs": jobs })))
         }
         Action::GetJob => Ok(job_response(StatusCode::OK, &state.jobs.get(parse_job_id(capture(0))?)?)),
@@ -292,7 +296,12 @@ async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Opti
     let has_users =
         state.auth.reload().map_err(|err| ApiError::internal(format!("the users file cannot be read: {err}")))?;
     if !has_users {
-        return Ok(None);
+        if state.loopback {
+            return Ok(None);
+        }
+        return Err(ApiError::unauthorized(
+            "no user exists, so no credentials are accepted; add a user with 'pktvault user add NAME'",
+        ));
     }
     let header = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok());
     let credentials = Credentials::from_headers(header(AUTHORIZATION), header(COOKIE))?.ok_or_else(|| {
@@ -370,12 +379,17 @@ fn server_status(state: &AppState) -> Result<Response, ApiError> {
     ))
 }
 
-fn job_response(status: StatusCode, job: &ExtractionJob) -> Response {
+/// Returns a job as JSON, with the download URL of each output file.
+fn job_value(job: &ExtractionJob) -> serde_json::Value {
     let mut value = serde_json::to_value(job).expect("a job serializes");
     let downloads: Vec<String> =
         job.files.iter().map(|file| format!("/api/v1/extractions/{}/pcap?file={}", job.id, file.number)).collect();
     value["downloads"] = serde_json::json!(downloads);
-    json_response(status, &value)
+    value
+}
+
+fn job_response(status: StatusCode, job: &ExtractionJob) -> Response {
+    json_response(status, &job_value(job))
 }
 
 /// Streams a job's output file.
