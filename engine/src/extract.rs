@@ -210,6 +210,8 @@ struct SegmentStream {
     next: roaring::bitmap::IntoIter,
     /// For segments whose timestamps go backwards: matches sorted by time.
     sorted: Option<std::vec::IntoIter<(u64, u32)>>,
+    /// The buffer of the packet written last, reused for the next one.
+    spare: Vec<u8>,
 }
 
 impl SegmentStream {
@@ -220,7 +222,9 @@ impl SegmentStream {
         control: &ExtractControl,
     ) -> Result<SegmentStream> {
         let next = planned.candidates.clone().into_iter();
-        let mut stream = SegmentStream { planned, next, sorted: None };
+        let mut planned = planned;
+        planned.reader.set_wanted(&planned.candidates);
+        let mut stream = SegmentStream { planned, next, sorted: None, spare: Vec::new() };
         if !stream.planned.reader.meta().monotonic {
             let mut matches = Vec::new();
             while let Some((ts_ns, packet)) = stream.next_in_file_order(request, stats, control)? {
@@ -280,7 +284,10 @@ impl SegmentStream {
         let Some((ts_ns, packet)) = found else { return Ok(None) };
         let resolution = self.planned.reader.meta().resolution;
         let (header, data) = self.planned.reader.packet(packet)?;
-        Ok(Some((ts_ns, packet, Pending { header, resolution, data: data.to_vec() })))
+        let mut buffer = std::mem::take(&mut self.spare);
+        buffer.clear();
+        buffer.extend_from_slice(data);
+        Ok(Some((ts_ns, packet, Pending { header, resolution, data: buffer })))
     }
 }
 
@@ -495,6 +502,7 @@ pub fn extract_to(
         control.packets.store(stats.packets, Ordering::Relaxed);
         control.bytes.store(output.bytes, Ordering::Relaxed);
         let stream = streams[index].as_mut().expect("a queued stream is open");
+        stream.spare = pending.data;
         match stream.next_packet(request, &mut stats, control)? {
             Some((ts_ns, packet, pending)) => {
                 heap.push(Reverse((ts_ns, segment_id, packet, index)));

@@ -9,9 +9,15 @@ use std::path::{Path, PathBuf};
 use pktvault_schema::time::NANOS_PER_SEC;
 use pktvault_schema::{ChunkEntry, SegmentMeta, TsResolution, PACKETS_PER_CHUNK};
 
+use roaring::RoaringBitmap;
+
 use crate::decode::Decoded;
 use crate::index::SegmentIndex;
 use crate::{Error, Result};
+
+/// Largest block a [`SegmentReader`] reads at once when consecutive chunks
+/// hold wanted packets.
+const MAX_READ_BYTES: u64 = 1 << 20;
 
 /// Bytes of a pcap file header.
 pub const FILE_HEADER_BYTES: u64 = 24;
@@ -239,8 +245,12 @@ pub struct SegmentReader {
     file: File,
     meta: SegmentMeta,
     chunks: Vec<ChunkEntry>,
-    /// Number of the chunk held in `buffer`.
-    loaded_chunk: Option<usize>,
+    /// First and last number of the chunks held in `buffer`.
+    loaded: Option<(usize, usize)>,
+    /// Per chunk, whether the caller will ask for one of its packets; a read
+    /// takes the following chunks too while they are wanted, up to
+    /// [`MAX_READ_BYTES`].
+    wanted_chunks: Vec<bool>,
     buffer: Vec<u8>,
     /// Packet number and byte offset in `buffer` of the next record to parse.
     cursor: (u32, usize),
@@ -293,7 +303,8 @@ impl SegmentReader {
             file,
             meta,
             chunks,
-            loaded_chunk: None,
+            loaded: None,
+            wanted_chunks: Vec::new(),
             buffer: Vec::new(),
             cursor: (0, 0),
             last: None,
@@ -314,18 +325,44 @@ impl SegmentReader {
         Error::DamagedSegment { path: self.path.clone(), reason }
     }
 
+    /// Declares the packets that will be read, in ascending order, so that
+    /// dense runs are read in large blocks and sparse packets chunk by chunk.
+    pub fn set_wanted(&mut self, packets: &RoaringBitmap) {
+        self.wanted_chunks = vec![false; self.chunks.len()];
+        for packet in packets {
+            if let Some(wanted) = self.wanted_chunks.get_mut((packet / PACKETS_PER_CHUNK) as usize) {
+                *wanted = true;
+            }
+        }
+    }
+
+    fn chunk_end(&self, chunk: usize) -> u64 {
+        self.chunks.get(chunk + 1).map(|next| next.offset).unwrap_or(self.meta.file_bytes)
+    }
+
+    fn chunk_is_wanted(&self, chunk: usize) -> bool {
+        self.wanted_chunks.get(chunk).copied().unwrap_or(false)
+    }
+
     fn load_chunk(&mut self, chunk: usize) -> Result<()> {
         let start = self.chunks[chunk].offset;
-        let end = self.chunks.get(chunk + 1).map(|next| next.offset).unwrap_or(self.meta.file_bytes);
+        let mut last = chunk;
+        while last + 1 < self.chunks.len()
+            && self.chunk_end(last + 1).saturating_sub(start) <= MAX_READ_BYTES
+            && self.chunk_is_wanted(last + 1)
+        {
+            last += 1;
+        }
+        let end = self.chunk_end(last);
         if end < start || end - start > 1 << 34 {
-            return Err(self.damaged(format!("chunk {chunk} spans bytes {start}..{end}")));
+            return Err(self.damaged(format!("chunks {chunk}..={last} span bytes {start}..{end}")));
         }
         self.buffer.resize((end - start) as usize, 0);
         self.file.read_exact_at(&mut self.buffer, start).map_err(|err| Error::DamagedSegment {
             path: self.path.clone(),
             reason: format!("cannot read bytes {start}..{end}: {err}"),
         })?;
-        self.loaded_chunk = Some(chunk);
+        self.loaded = Some((chunk, last));
         self.cursor = (chunk as u32 * PACKETS_PER_CHUNK, 0);
         self.last = None;
         Ok(())
@@ -344,7 +381,8 @@ impl SegmentReader {
             }
         }
         let chunk = (packet / PACKETS_PER_CHUNK) as usize;
-        if self.loaded_chunk != Some(chunk) || self.cursor.0 > packet {
+        let loaded = self.loaded.is_some_and(|(first, last)| first <= chunk && chunk <= last);
+        if !loaded || self.cursor.0 > packet {
             self.load_chunk(chunk)?;
         }
         loop {

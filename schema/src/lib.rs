@@ -19,7 +19,7 @@ pub const INDEX_MAGIC: &str = "pktvault-index";
 pub const INDEX_FORMAT_VERSION: u32 = 2;
 
 /// Number of packets covered by one entry of a segment's chunk table.
-pub const PACKETS_PER_CHUNK: u32 = 64;
+pub const PACKETS_PER_CHUNK: u32 = 16;
 
 /// Errors raised while decoding stored values.
 #[derive(Debug, thiserror::Error)]
