@@ -221,7 +221,7 @@ impl InterfaceStore {
         Ok(StoredBitmaps { store: self, segment_id, flows })
     }
 
-    /// Compacts the whole index (used before measuring its size).
+    /// Compacts the whole index into as few table files as its size allows.
     pub fn compact(&self) {
         self.db.compact_range::<&[u8], &[u8]>(None, None);
     }
