@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing pktvault needs on Debian or Ubuntu, as root:
-# libpcap and clang headers for the build, tcpdump and tshark for the tests.
+# libpcap and clang headers for the build; tcpdump, tshark, curl and iproute2
+# (network namespaces) for the tests.
 # Packages already present are left alone.
 set -euo pipefail
 
-packages=(libpcap-dev libclang-dev clang tcpdump tshark time)
+packages=(libpcap-dev libclang-dev clang tcpdump tshark time curl iproute2)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
