@@ -77,8 +77,9 @@ def main():
     parser.add_argument(
         "--low-disk",
         action="store_true",
-        help="for traces near the free space: delete the generated trace after the ingest measurements and "
-        "compare broad extraction with cat to /dev/null, so at most the segments and one output are on disk",
+        help="for traces near the free space: delete the data before the copy baselines, the generated trace "
+        "after the ingest measurements, and compare broad extraction with cat to /dev/null, so at most two "
+        "trace-sized files are on disk at a time",
     )
     args = parser.parse_args()
     if args.smoke:
@@ -104,6 +105,8 @@ def main():
 
     # 1. Ingest.
     ingest = timed([pktvault, "import", "--data-dir", data, trace], args.runs, setup=fresh_data)
+    if args.low_disk:
+        fresh_data()
     copy = timed(["cp", trace, os.path.join(work, "copy.pcap")], args.runs)
     os.remove(os.path.join(work, "copy.pcap"))
     rewrite = timed(["tcpdump", "-r", trace, "-w", os.path.join(work, "rewrite.pcap")], args.runs)
