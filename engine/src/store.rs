@@ -38,8 +38,11 @@ impl InterfaceStore {
         let index_path = root.join("index");
         let mut options = Options::default();
         options.create_if_missing(true);
+        // LZ4 on every level: with zstd at the bottom the index was 0.53% of
+        // the pcap bytes instead of 0.71%, but a one-host query over 56
+        // segments took 41 ms instead of 33 ms, most of it decompression.
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        options.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+        options.set_bottommost_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(512);
         options.set_keep_log_file_num(4);
         let db = DB::open(&options, &index_path).map_err(|source| {
