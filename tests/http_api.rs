@@ -211,6 +211,32 @@ fn post_and_ntopng_routes_return_same_pcap() {
         .send()
         .unwrap();
     assert!(expect_pcap(json_body, "JSON POST") == expected, "JSON POST differs");
+    // A JSON number keeps all nine fraction digits: the first packet is at
+    // .669007000, so a window starting one nanosecond later leaves it out.
+    let first_ns = 1_609_829_736_669_007_000u64;
+    let all = read_pcap(&cli_extract(dir.path(), TLS_BEGIN, TLS_END, "", false)).1;
+    let later = all.iter().filter(|packet| packet.ts_ns > first_ns && packet.ts_ns < 1_609_829_737_000_000_000).count();
+    for begin in ["1609829736.669007001", "1609829736.669007000"] {
+        let body = format!(r#"{{"begin": {begin}, "end": 1609829737}}"#);
+        let response = client()
+            .post(server.url("/api/v1/interfaces/0/pcap"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let packets = read_pcap(&expect_pcap(response, begin)).1;
+        let expected_count = if begin.ends_with('1') { later } else { later + 1 };
+        assert_eq!(packets.len(), expected_count, "JSON number begin {begin}");
+    }
+    let untyped = client()
+        .post(server.url("/api/v1/interfaces/0/pcap"))
+        .basic_auth(USER, Some(PASSWORD))
+        .body(format!(r#"{{"begin": {TLS_BEGIN}, "end": {TLS_END}}}"#))
+        .send()
+        .unwrap();
+    let message = expect_error(untyped, 400, "invalid_body");
+    assert!(message.contains("Content-Type: application/json"), "{message}");
     let cookie = format!("user={USER}; password={PASSWORD}");
     for route in ["/lua/rest/v2/get/pcap/live_extraction.lua", "/lua/rest/get/pcap/live_extraction.lua"] {
         let path = format!(
@@ -845,8 +871,14 @@ fn openapi_document_matches_served_routes() {
     for (method, path, operation) in operations {
         let concrete = path.replace("{ifid}", "0").replace("{id}", &job.to_string());
         let mut params: Vec<(String, String)> = Vec::new();
+        let body_required: Vec<Value> = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]
+            ["schema"]["required"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for param in operation["parameters"].as_array().into_iter().flatten() {
-            if param["in"] != "query" || param["required"] != true {
+            let required = param["required"] == true || body_required.contains(&param["name"]);
+            if param["in"] != "query" || !required {
                 continue;
             }
             let name = param["name"].as_str().unwrap();

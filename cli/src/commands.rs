@@ -81,6 +81,13 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         args.files.len(),
         stats.segments_sealed
     );
+    if stats.segments_deleted > 0 {
+        eprintln!(
+            "pktvault: warning: {} of the oldest segments were deleted to stay within --max-disk, --max-age \
+             or the free disk space, so fewer packets are stored than were imported; 'pktvault status' shows what is kept",
+            stats.segments_deleted
+        );
+    }
     Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 

@@ -53,6 +53,9 @@ pub struct IngestStats {
     pub packets: u64,
     pub bytes: u64,
     pub segments_sealed: u64,
+    /// Segments deleted by retention or to free disk space, including ones
+    /// written by this ingest.
+    pub segments_deleted: u64,
 }
 
 /// Writes packets of one interface into segments and commits each sealed
@@ -149,7 +152,8 @@ impl Ingester {
         let open_bytes: u64 = self.open.values().map(|writer| writer.meta().file_bytes).sum();
         // Open segments may still grow to the full segment size.
         let reserve = self.reserve_bytes() + (self.limits.bytes * protected.len() as u64).saturating_sub(open_bytes);
-        retention::enforce(&self.store, &self.retention, reserve, self.newest_ts_ns, &protected)?;
+        let enforced = retention::enforce(&self.store, &self.retention, reserve, self.newest_ts_ns, &protected)?;
+        self.stats.segments_deleted += enforced.segments_deleted;
         // Whatever the limits, the filesystem keeps room for the next segment and
         // the index, because RocksDB stops accepting writes once a write fails
         // for lack of space.
@@ -157,6 +161,7 @@ impl Ingester {
         let wanted = 2 * self.limits.bytes + MIN_INDEX_RESERVE;
         if available < wanted {
             let freed = retention::free_oldest(&self.store, wanted - available, &protected)?;
+            self.stats.segments_deleted += freed.segments_deleted;
             tracing::warn!(
                 available,
                 segments = freed.segments_deleted,
@@ -287,6 +292,7 @@ impl Ingester {
         tracing::error!(error = %cause, "disk full; deleting the oldest segments to continue");
         let protected: Vec<u64> = self.open.values().map(|writer| writer.meta().segment_id).collect();
         let freed = retention::free_oldest(&self.store, 2 * self.limits.bytes, &protected)?;
+        self.stats.segments_deleted += freed.segments_deleted;
         if freed.segments_deleted == 0 {
             return Err(Error::InvalidRequest(format!(
                 "the disk is full and no sealed segment is left to delete: {cause}"

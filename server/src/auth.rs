@@ -181,7 +181,10 @@ impl Authenticator {
     /// Returns the user the credentials belong to. Runs argon2, so call it
     /// off the async threads.
     pub fn check(&self, credentials: &Credentials) -> Result<String, ApiError> {
-        self.reload().map_err(|err| ApiError::internal(format!("the users file cannot be read: {err}")))?;
+        self.reload().map_err(|err| {
+            tracing::error!("the users file cannot be read: {err}");
+            ApiError::internal("the server's users file cannot be read; the server log names the problem")
+        })?;
         let wrong = || ApiError::unauthorized("wrong user name, password or token");
         match credentials {
             Credentials::Token(token) => {

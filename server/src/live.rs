@@ -172,7 +172,8 @@ pub async fn live_extraction(
         counter.fetch_add(1, Ordering::Relaxed);
         task_counters.active.fetch_sub(1, Ordering::Relaxed);
         if let Err(ExtractOutcomeError::Engine(err)) = &result {
-            if !matches!(err, Error::Cancelled) {
+            let request_error = matches!(err, Error::Cancelled | Error::Filter(_) | Error::BpfCompile { .. });
+            if !request_error {
                 tracing::warn!(ifid, "live extraction failed: {err}");
                 // Past the pcap header this breaks the chunked body, so the
                 // client sees a failed transfer rather than a short pcap.

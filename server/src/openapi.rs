@@ -14,7 +14,10 @@ fn error_response(description: &str) -> Value {
 fn pcap_response(description: &str) -> Value {
     json!({
         "description": description,
-        "content": { "application/vnd.tcpdump.pcap": { "schema": { "type": "string", "format": "binary" } } }
+        "content": { "application/vnd.tcpdump.pcap": { "schema": { "type": "string", "format": "binary" } } },
+        "headers": {
+            "Content-Disposition": { "schema": { "type": "string" }, "description": "attachment; filename=\"<begin>-<end>.pcap\", or the job file's name." }
+        }
     })
 }
 
@@ -62,7 +65,15 @@ fn live_operation(summary: &str, params: Vec<Value>) -> Value {
         "summary": summary,
         "parameters": params,
         "responses": {
-            "200": pcap_response("The pcap, streamed as packets are found. X-Pktvault-Coverage-Begin and -End give the part of the window that recorded data covers. A covered window without matches is a header-only pcap."),
+            "200": {
+                "description": "The pcap, streamed as packets are found. A covered window without matches is a header-only pcap.",
+                "content": { "application/vnd.tcpdump.pcap": { "schema": { "type": "string", "format": "binary" } } },
+                "headers": {
+                    "Content-Disposition": { "schema": { "type": "string" }, "description": "attachment; filename=\"<begin>-<end>.pcap\"" },
+                    "X-Pktvault-Coverage-Begin": { "schema": { "type": "string" }, "description": "Start of the part of the window that recorded segments cover, epoch seconds with nine fraction digits." },
+                    "X-Pktvault-Coverage-End": { "schema": { "type": "string" }, "description": "End of that part, inclusive." }
+                }
+            },
             "400": error_response("A parameter or the filter is not valid."),
             "401": error_response("Credentials are missing or wrong."),
             "404": error_response("The interface is unknown, or nothing was recorded in the window; the message gives the recorded range."),
@@ -77,10 +88,13 @@ fn request_body(params: &[Value]) -> Value {
     let mut required = Vec::new();
     for param in params.iter().filter(|param| param["in"] == "query") {
         let name = param["name"].as_str().expect("a parameter has a name");
-        properties.insert(
-            name.to_string(),
-            json!({ "description": param["description"], "oneOf": [param["schema"], { "type": "number" }] }),
-        );
+        let mut property = if matches!(name, "begin" | "end" | "epoch_begin" | "epoch_end") {
+            json!({ "oneOf": [param["schema"], { "type": "number" }] })
+        } else {
+            param["schema"].clone()
+        };
+        property["description"] = param["description"].clone();
+        properties.insert(name.to_string(), property);
         if param["required"] == true {
             required.push(name.to_string());
         }
@@ -106,9 +120,16 @@ pub fn document() -> Value {
             if path != "/api/v1/health" {
                 operation["responses"]["401"] = error_response("Credentials are missing or wrong.");
             }
+            operation["responses"]["500"] = error_response("The server failed; the server log says why.");
             let params = operation["parameters"].as_array().cloned().unwrap_or_default();
             if method == "post" && params.iter().any(|param| param["in"] == "query") {
                 operation["requestBody"] = request_body(&params);
+                // In a POST the body may carry the required parameters instead.
+                for param in operation["parameters"].as_array_mut().expect("parameters").iter_mut() {
+                    if param["in"] == "query" {
+                        param["required"] = json!(false);
+                    }
+                }
             }
         }
     }
@@ -217,7 +238,11 @@ fn paths_document() -> Value {
                     "summary": "Queues an extraction job; parameters as for live extraction, in the query or a form or JSON body.",
                     "parameters": with_ifid,
                     "responses": {
-                        "201": json_ok("The job, waiting.", job.clone()),
+                        "201": {
+                            "description": "The job, waiting.",
+                            "content": { "application/json": { "schema": job.clone() } },
+                            "headers": { "Location": { "schema": { "type": "string" }, "description": "The job's URL." } }
+                        },
                         "400": error_response("A parameter or the filter is not valid."),
                         "401": error_response("Credentials are missing or wrong."),
                         "404": error_response("The interface is unknown.")
@@ -243,7 +268,7 @@ fn paths_document() -> Value {
                 "post": {
                     "summary": "Stops a waiting or processing job; files written so far are kept.",
                     "parameters": [job_id.clone()],
-                    "responses": { "200": json_ok("The stopped job.", job), "404": error_response("No such job."), "409": error_response("The job has already finished.") }
+                    "responses": { "200": json_ok("The stopped job.", job), "400": error_response("The id is not a job id."), "404": error_response("No such job."), "409": error_response("The job has already finished.") }
                 }
             },
             "/api/v1/extractions/{id}/pcap": {

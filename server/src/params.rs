@@ -31,15 +31,23 @@ impl Params {
         }
         let is_json = content_type.is_some_and(|value| value.trim_start().starts_with("application/json"));
         if is_json {
-            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).map_err(|err| {
-                ApiError::bad_request("invalid_body", format!("the JSON body is not an object of parameters: {err}"))
-            })?;
-            for (name, value) in object {
-                let text = match value {
-                    serde_json::Value::String(text) => text,
-                    serde_json::Value::Number(number) => number.to_string(),
-                    serde_json::Value::Bool(flag) => flag.to_string(),
-                    serde_json::Value::Null => continue,
+            // Values are kept as raw JSON so that a number keeps every digit
+            // as written: parsed as f64, 1609829736.669007001 would lose its
+            // last nanoseconds.
+            let object: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_slice(body).map_err(|err| {
+                    ApiError::bad_request(
+                        "invalid_body",
+                        format!("the JSON body is not an object of parameters: {err}"),
+                    )
+                })?;
+            for (name, raw) in object {
+                let raw = raw.get();
+                let text = match raw.as_bytes().first() {
+                    Some(b'"') => serde_json::from_str::<String>(raw)
+                        .map_err(|err| ApiError::bad_request("invalid_body", format!("parameter {name:?}: {err}")))?,
+                    Some(b'-' | b'0'..=b'9' | b't' | b'f') => raw.to_string(),
+                    Some(b'n') => continue,
                     _ => {
                         return Err(ApiError::bad_request(
                             "invalid_body",
@@ -52,6 +60,12 @@ impl Params {
                 params.insert(name, text)?;
             }
         } else {
+            if body.first() == Some(&b'{') {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "the body looks like JSON but is not sent as JSON; set Content-Type: application/json",
+                ));
+            }
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("invalid_body", "the form body is not UTF-8"))?;
             let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text)

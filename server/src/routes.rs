@@ -293,8 +293,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let has_users =
-        state.auth.reload().map_err(|err| ApiError::internal(format!("the users file cannot be read: {err}")))?;
+    let has_users = state.auth.reload().map_err(|err| {
+        tracing::error!("the users file cannot be read: {err}");
+        ApiError::internal("the server's users file cannot be read; the server log names the problem")
+    })?;
     if !has_users {
         if state.loopback {
             return Ok(None);
