@@ -71,10 +71,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Sealing commits what was read, even when a later file failed.
-    let (store, stats) = ingester.finish().context("cannot seal the open segments")?;
-    // Each sealed segment left a small table file; merging them once makes
-    // every later extraction open and search fewer files.
-    store.compact();
+    let (_, stats) = ingester.finish().context("cannot seal the open segments")?;
     eprintln!(
         "imported {total_packets} packets from {} of {} files into {} segments",
         args.files.len() - failed,
