@@ -206,11 +206,7 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install the signal handler")?;
     }
     let data_dir: PathBuf = args.location.data_dir.clone();
-    // The recorders create their folders first, so the server finds them.
-    for plan in &plans {
-        std::fs::create_dir_all(pktvault_engine::store::interface_dir(&data_dir, plan.ifid))
-            .with_context(|| format!("cannot create the folder of interface {}", plan.ifid))?;
-    }
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let server = match &args.serve {
         Some(listen) => {
             let config = crate::serve::server_config(&data_dir, Some(listen), args.config.as_deref(), &args.jobs)?;

@@ -186,7 +186,10 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
                 ),
             ));
         }
-        let allowed: Vec<&str> = path_matches.iter().map(|(route, _)| route.method).collect();
+        let mut allowed: Vec<&str> = path_matches.iter().map(|(route, _)| route.method).collect();
+        if allowed.contains(&"GET") {
+            allowed.push("HEAD");
+        }
         let mut response = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
