@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pktvault-target}"
-cargo build --workspace
+# The same targets as scripts/test.sh, so both share one build of RocksDB:
+# a build without the test targets unifies other crate features and
+# compiles RocksDB again.
+cargo build --workspace --all-targets
 bin="$CARGO_TARGET_DIR/debug"
 
 sample=pktvault-sample.pcap
