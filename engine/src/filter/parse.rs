@@ -126,8 +126,53 @@ fn arithmetic_hint(symbol: &str) -> String {
     )
 }
 
+/// Words of libpcap's filter language that the default language does not
+/// have; an error on a filter that uses one points to libpcap mode.
+const LIBPCAP_ONLY_WORDS: &[&str] = &[
+    "broadcast",
+    "multicast",
+    "protochain",
+    "gateway",
+    "atalk",
+    "decnet",
+    "iso",
+    "stp",
+    "ipx",
+    "netbeui",
+    "llc",
+    "wlan",
+    "type",
+    "subtype",
+    "pppoed",
+    "pppoes",
+    "geneve",
+    "ifname",
+    "rnr",
+    "reason",
+    "action",
+    "inbound",
+    "outbound",
+    "len",
+];
+
 /// Parses `filter` in the default filter language.
 pub fn parse(filter: &str) -> Result<Expr, FilterError> {
+    parse_default(filter).map_err(|mut err| {
+        let libpcap_word = filter
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .find(|word| LIBPCAP_ONLY_WORDS.contains(word));
+        if let Some(word) = libpcap_word {
+            if !err.message.contains("--bpf") {
+                err.message.push_str(&format!(
+                    "; '{word}' belongs to libpcap's filter language, which libpcap mode (--bpf) accepts"
+                ));
+            }
+        }
+        err
+    })
+}
+
+fn parse_default(filter: &str) -> Result<Expr, FilterError> {
     let error = |position: usize, message: String| FilterError { filter: filter.to_string(), position, message };
     if filter.len() > MAX_FILTER_BYTES {
         return Err(error(
@@ -843,6 +888,10 @@ mod tests {
     fn arithmetic_suggests_bpf_mode() {
         let err = error("tcp[13] & 2 != 0");
         assert!(err.message.contains("--bpf"), "{err}");
+        for filter in ["ether broadcast", "ip6 protochain 6", "ip multicast", "len > 100"] {
+            let err = parse(filter).unwrap_err();
+            assert!(err.message.contains("--bpf"), "{filter}: {err}");
+        }
     }
 
     #[test]
