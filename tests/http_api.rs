@@ -386,6 +386,16 @@ fn bad_requests_each_name_the_problem() {
     assert!(message.contains("\"filtr\""), "{message}");
     assert!(message.contains("filter"), "{message}");
 
+    let message = expect_error(
+        live(&query(&[("begin", TLS_BEGIN), ("end", TLS_END), ("linktype", "ether")])),
+        400,
+        "invalid_parameter",
+    );
+    assert!(message.contains("linktype \"ether\""), "{message}");
+    assert!(message.contains("LINKTYPE"), "{message}");
+    let message = expect_error(get(&server, "/api/v1/extractions/1/pcap?file=first"), 400, "invalid_parameter");
+    assert!(message.contains("file \"first\""), "{message}");
+
     let message = expect_error(get(&server, "/api/v1/extractions/..%2F..%2Fetc%2Fpasswd/pcap"), 400, "invalid_job_id");
     assert!(message.contains("passwd"), "{message}");
     expect_error(get(&server, "/api/v1/extractions/..%2F..%2Fetc%2Fpasswd"), 400, "invalid_job_id");
@@ -484,7 +494,7 @@ fn credentials_are_required_once_a_user_exists() {
 }
 
 #[test]
-fn serve_requires_credentials_off_loopback_after_users_are_removed() {
+fn off_loopback_auth_survives_user_removal() {
     require_tool("curl");
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());

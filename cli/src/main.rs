@@ -96,7 +96,7 @@ enum UserCommand {
         name: String,
         #[command(flatten)]
         file: UserFileArgs,
-        /// What the token is for, kept beside its hash.
+        /// Label of the token, such as the script that uses it; stored beside its hash.
         #[arg(long, default_value = "api", value_name = "TEXT")]
         label: String,
     },

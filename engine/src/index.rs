@@ -7,11 +7,11 @@
 //! The index is kept per flow: packets with the same set of keys (the same
 //! MACs, tags, addresses, protocol and ports) form one flow, numbered in order
 //! of appearance within the segment. Each key maps to a bitmap of flow ids,
-//! and each flow to the list of its packet numbers. Since every packet of a
-//! flow has the same keys, planning a filter over flows and then taking the
-//! packets of the chosen flows gives exactly the packets a per-packet index
-//! would give, while the index stores and updates one entry per flow and key
-//! instead of one per packet and key.
+//! and each flow to the list of its packet numbers. Every packet of a flow has
+//! the same keys, so planning a filter over flows and then taking the packets
+//! of the chosen flows gives exactly the packets a per-packet index would
+//! give. The index stores and updates one entry per flow and key instead of
+//! one per packet and key.
 
 use pktvault_schema::keys::Field;
 use roaring::RoaringBitmap;
@@ -211,18 +211,6 @@ impl SegmentIndex {
             }
         }
         result
-    }
-
-    /// Returns the packets of the flows in `flows`.
-    pub fn packets_of(&self, flows: &RoaringBitmap) -> RoaringBitmap {
-        let mut packets: Vec<u32> = Vec::new();
-        for flow in flows {
-            if let Some(list) = self.flow_packets.get(flow as usize) {
-                packets.extend_from_slice(list);
-            }
-        }
-        packets.sort_unstable();
-        RoaringBitmap::from_sorted_iter(packets).expect("sorted")
     }
 }
 

@@ -247,8 +247,8 @@ pub struct SegmentReader {
     chunks: Vec<ChunkEntry>,
     /// First and last number of the chunks held in `buffer`.
     loaded: Option<(usize, usize)>,
-    /// Per chunk, whether the caller will ask for one of its packets; a read
-    /// takes the following chunks too while they are wanted, up to
+    /// Per chunk, whether the caller will read one of its packets. A read
+    /// takes the following chunks too while they are flagged, up to
     /// [`MAX_READ_BYTES`].
     wanted_chunks: Vec<bool>,
     buffer: Vec<u8>,

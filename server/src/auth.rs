@@ -280,8 +280,8 @@ pub fn add_token(path: &Path, user: &str, label: &str, token: &str) -> Result<()
     })
 }
 
-/// Removes a user and its API tokens from a credentials file; returns the
-/// number of tokens removed, or an error when the user is not in the file.
+/// Removes a user and its API tokens from a credentials file and returns the
+/// number of tokens removed. A user missing from the file is an error.
 pub fn remove_user(path: &Path, name: &str) -> Result<usize, String> {
     edit_file(path, |doc| {
         let users = tables(doc, "user")?;

@@ -225,16 +225,26 @@ impl Jobs {
             let store = InterfaceStore::open_read_only(&self.data_dir, ifid).map_err(engine_error)?;
             check_bpf(&store, &mut filter).map_err(engine_error)?;
         }
+
         let _guard = self.running.lock().expect("lock");
         let id = match self.db.get(NEXT_JOB_ID_KEY).map_err(|err| ApiError::internal(err.to_string()))? {
             Some(bytes) if bytes.len() == 8 => u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
-            _ => 1,
+            // Starting again at 1 would overwrite the existing jobs.
+            Some(bytes) => {
+                tracing::error!(length = bytes.len(), "the stored next job id is damaged");
+                return Err(ApiError::internal(format!(
+                    "the stored next job id is {} bytes instead of 8; the jobs database is damaged",
+                    bytes.len()
+                )));
+            }
+            None => 1,
         };
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(true);
         self.db
             .put_opt(NEXT_JOB_ID_KEY, (id + 1).to_be_bytes(), &options)
             .map_err(|err| ApiError::internal(format!("cannot store the next job id: {err}")))?;
+
         let job = ExtractionJob {
             version: JOBS_FORMAT_VERSION,
             id,

@@ -103,6 +103,20 @@ impl Params {
         Ok(())
     }
 
+    /// Parses an optional whole-number parameter; `accepted` tells what to give instead.
+    pub fn optional_u32(&self, name: &str, accepted: &str) -> Result<Option<u32>, ApiError> {
+        self.get(name)
+            .map(|text| {
+                text.parse::<u32>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("{name} {:?} is not a number; {accepted}", truncate(text, 64)),
+                    )
+                })
+            })
+            .transpose()
+    }
+
     pub fn required(&self, name: &str, what: &str) -> Result<&str, ApiError> {
         match self.get(name) {
             Some(value) if !value.is_empty() => Ok(value),
@@ -194,20 +208,7 @@ pub fn extraction_params(params: &Params, names: &ExtractionNames) -> Result<Ext
             ))
         }
     };
-    let linktype = params
-        .get("linktype")
-        .map(|text| {
-            text.parse::<u32>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!(
-                        "linktype {:?} is not a number; give a pcap LINKTYPE value such as 1 (Ethernet)",
-                        truncate(text, 64)
-                    ),
-                )
-            })
-        })
-        .transpose()?;
+    let linktype = params.optional_u32("linktype", "give a pcap LINKTYPE value such as 1 (Ethernet)")?;
     Ok(ExtractionParams {
         window: TimeWindow { begin_ns, end_ns },
         filter: params.get(names.filter).unwrap_or_default().to_string(),

@@ -80,13 +80,13 @@ fn match_pattern<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
     let mut captures = Vec::new();
     let mut path_parts = path.split('/');
     for part in pattern.split('/') {
-        let given = path_parts.next()?;
+        let requested = path_parts.next()?;
         if part.starts_with('{') {
-            if given.is_empty() {
+            if requested.is_empty() {
                 return None;
             }
-            captures.push(given);
-        } else if part != given {
+            captures.push(requested);
+        } else if part != requested {
             return None;
         }
     }
@@ -266,20 +266,7 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
             let id = parse_job_id(capture(0))?;
             let params = request.params()?;
             params.only(&["file"], &[])?;
-            let number = params
-                .get("file")
-                .map(|text| {
-                    text.parse::<u32>().map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_parameter",
-                            format!(
-                                "file {:?} is not a file number; give 1 or more",
-                                crate::params::truncate(text, 64)
-                            ),
-                        )
-                    })
-                })
-                .transpose()?;
+            let number = params.optional_u32("file", "give a file number, 1 or more")?;
             let (path, file) = state.jobs.file(id, number)?;
             file_response(path, &file.name, file.bytes).await
         }
