@@ -11,6 +11,7 @@ Use --smoke for a quick check on a small trace (CI runs it with debug binaries).
 """
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 
 def run(args, **kwargs):
@@ -53,6 +55,54 @@ def first_byte_seconds(args):
     process.stdout.read()
     process.wait()
     return elapsed
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A `pktvault serve` on a free loopback port, queried without starting a process per request."""
+
+    def __init__(self, pktvault, data):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [pktvault, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                self.get("/api/v1/health")
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.process.kill()
+        sys.exit("compare.py: pktvault serve did not answer on its health route")
+
+    def get(self, path):
+        """Returns (seconds to the whole response, seconds to its first body byte, body)."""
+        start = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        head = response.read(1)
+        first = time.perf_counter() - start
+        body = head + response.read()
+        elapsed = time.perf_counter() - start
+        connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+        return elapsed, first, body
+
+    def timed(self, path, runs):
+        return statistics.median(self.get(path)[0] for _ in range(runs))
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
 
 
 def pcap_packet_count(data):
@@ -168,6 +218,28 @@ def main():
     window_time = timed(extract + minute + ["host", host], args.runs)
     window_baseline = statistics.median(tcpdump_over(overlapping, tcpdump_host) for _ in range(args.runs))
     report.append(("Selective: host, one-minute window", window_time, f"tcpdump over {len(overlapping)} overlapping segments {window_baseline:.3f} s, speedup {window_baseline / window_time:.1f}x"))
+
+    # The same queries through the HTTP API: the server keeps the index open
+    # between requests, as it does for ntopng, and no process starts per query.
+    server = Server(pktvault, data)
+    try:
+        def pcap_path(begin, end, expression):
+            query = urllib.parse.urlencode({"begin": begin, "end": end, "filter": expression})
+            return f"/api/v1/interfaces/0/pcap?{query}"
+
+        host_path = pcap_path(first_s, last_s, f"host {host}")
+        _, _, body = server.get(host_path)  # opens the index and warms its cache
+        if pcap_packet_count(body) != host_packets:
+            sys.exit(f"compare.py: the server returned {pcap_packet_count(body)} packets for host {host}, the CLI {host_packets}")
+        served = server.timed(host_path, args.runs)
+        served_first = statistics.median(server.get(host_path)[1] for _ in range(args.runs))
+        report.append((f"Selective over HTTP: host {host}, whole trace", served, f"speedup {baseline / served:.1f}x over tcpdump, first byte {served_first * 1000:.1f} ms"))
+        served_port = server.timed(pcap_path(first_s, last_s, f"host {host} and port 443"), args.runs)
+        report.append(("Selective over HTTP: host and port 443", served_port, f"speedup {baseline_port / served_port:.1f}x over tcpdump"))
+        served_window = server.timed(pcap_path(middle, middle + 60, f"host {host}"), args.runs)
+        report.append(("Selective over HTTP: host, one-minute window", served_window, f"speedup {window_baseline / served_window:.1f}x over tcpdump"))
+    finally:
+        server.stop()
 
     # 3. Broad extraction versus cat of an output of the same size.
     broad_file = os.path.join(work, "broad.pcap")

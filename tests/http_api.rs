@@ -281,6 +281,37 @@ fn curl_with_the_ntopng_cookie_streams_into_tshark() {
 }
 
 #[test]
+fn imports_while_serving_are_extractable() {
+    // The server keeps the index open between requests; an import made
+    // after its first request must still be seen by the next one.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    common::import(dir.path(), &[&corpus(TLS)]);
+    let server = Server::start(dir.path(), &[]);
+    let first = expect_pcap(
+        get(&server, &format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}")),
+        "before the second import",
+    );
+    assert_eq!(read_pcap(&first).1.len(), 7451);
+
+    let later = dir.path().join("later.pcap");
+    let generator = pktvault_bin().with_file_name("pktvault-gen");
+    let status = Command::new(generator)
+        .args(["--seed", "3", "--packets", "2000", "--start", "1800000000", "-w"])
+        .arg(&later)
+        .status()
+        .expect("run pktvault-gen");
+    assert!(status.success(), "pktvault-gen failed");
+    common::import(dir.path(), &[&later]);
+    let window = query(&[("begin", "1800000000"), ("end", "1800000100"), ("filter", "tcp")]);
+    let served = expect_pcap(get(&server, &format!("/api/v1/interfaces/0/pcap?{window}")), "after the second import");
+    let expected = cli_extract(dir.path(), "1800000000", "1800000100", "tcp", false);
+    assert!(read_pcap(&expected).1.len() > 100, "the generated traffic has TCP packets");
+    assert_eq!(served, expected, "the server's answer differs from the CLI's");
+    let status = json(get(&server, "/api/v1/interfaces/0/status"));
+    assert_eq!(status["packets"], 7451 + 2000, "{status}");
+}
+
+#[test]
 fn empty_and_uncovered_windows() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());

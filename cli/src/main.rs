@@ -268,8 +268,25 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pktvault: {err:#}");
+            eprintln!("pktvault: {}", error_text(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// Joins an error and its causes with ": ", leaving out a cause whose text
+/// the message already contains (engine errors print their source themselves).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }

@@ -1,8 +1,9 @@
 //! Extraction: the packets of a time window that match a filter, as one pcap.
 //!
 //! For each segment overlapping the window the planner turns the filter into
-//! a candidate bitmap, the chunk table drops chunks outside the window, and
-//! only the candidates are read and checked exactly. Segments are merged by
+//! a candidate bitmap, the time table drops chunks outside the window (when
+//! the window cuts the segment), and only the candidates are read and checked
+//! exactly. Segments are merged by
 //! timestamp; ties keep ingest order (segment id, then position).
 
 use std::cmp::Reverse;
@@ -168,15 +169,19 @@ struct PlannedSegment {
 }
 
 fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractRequest) -> Result<PlannedSegment> {
-    let chunks = store.chunks(meta.segment_id)?;
-    let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), chunks)?;
+    let positions = store.positions(meta)?;
+    let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), positions)?;
     let window = request.window;
     let mut in_window = RoaringBitmap::new();
-    for (number, chunk) in reader.chunks().iter().enumerate() {
-        if window.overlaps(chunk.min_ts_ns, chunk.max_ts_ns) {
-            let first = number as u32 * PACKETS_PER_CHUNK;
-            let end = (first as u64 + u64::from(PACKETS_PER_CHUNK)).min(meta.packets) as u32;
-            in_window.insert_range(first..end);
+    if window.begin_ns <= meta.min_ts_ns && meta.max_ts_ns < window.end_ns {
+        in_window.insert_range(0..meta.packets as u32);
+    } else {
+        for (number, chunk) in store.times(meta)?.iter().enumerate() {
+            if window.overlaps(chunk.min_ts_ns, chunk.max_ts_ns) {
+                let first = number as u32 * PACKETS_PER_CHUNK;
+                let end = (first as u64 + u64::from(PACKETS_PER_CHUNK)).min(meta.packets) as u32;
+                in_window.insert_range(first..end);
+            }
         }
     }
     let candidates = match &request.selection {

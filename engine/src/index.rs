@@ -225,8 +225,8 @@ const FLOW_TABLE_VERSION: u8 = 1;
 /// ascending, as LEB128 varints of the difference to the previous number (the
 /// first one to 0).
 #[derive(Debug, Clone)]
-pub struct FlowTable {
-    bytes: Vec<u8>,
+pub struct FlowTable<B = Vec<u8>> {
+    bytes: B,
     flows: u32,
     packets: u32,
 }
@@ -234,7 +234,7 @@ pub struct FlowTable {
 const FLOW_TABLE_HEADER: usize = 9;
 
 impl FlowTable {
-    fn encode(flow_packets: &[Vec<u32>]) -> Vec<u8> {
+    pub(crate) fn encode(flow_packets: &[Vec<u32>]) -> Vec<u8> {
         let packets: usize = flow_packets.iter().map(Vec::len).sum();
         let mut ends = Vec::with_capacity(flow_packets.len() * 4);
         let mut lists = Vec::with_capacity(packets * 2);
@@ -259,23 +259,27 @@ impl FlowTable {
         bytes.extend_from_slice(&lists);
         bytes
     }
+}
 
+impl<B: AsRef<[u8]>> FlowTable<B> {
     /// Checks the header and the table of list ends.
-    pub fn decode(bytes: Vec<u8>) -> Result<FlowTable, String> {
-        if bytes.len() < FLOW_TABLE_HEADER {
-            return Err(format!("{} bytes is shorter than the header", bytes.len()));
+    pub fn decode(bytes: B) -> Result<FlowTable<B>, String> {
+        let slice = bytes.as_ref();
+        if slice.len() < FLOW_TABLE_HEADER {
+            return Err(format!("{} bytes is shorter than the header", slice.len()));
         }
-        if bytes[0] != FLOW_TABLE_VERSION {
-            return Err(format!("flow table version {} is not {FLOW_TABLE_VERSION}", bytes[0]));
+        if slice[0] != FLOW_TABLE_VERSION {
+            return Err(format!("flow table version {} is not {FLOW_TABLE_VERSION}", slice[0]));
         }
-        let flows = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
-        let packets = u32::from_le_bytes(bytes[5..9].try_into().expect("4 bytes"));
+        let flows = u32::from_le_bytes(slice[1..5].try_into().expect("4 bytes"));
+        let packets = u32::from_le_bytes(slice[5..9].try_into().expect("4 bytes"));
         let lists_start = FLOW_TABLE_HEADER + flows as usize * 4;
-        if bytes.len() < lists_start {
-            return Err(format!("{flows} flows do not fit in {} bytes", bytes.len()));
+        let length = slice.len();
+        if length < lists_start {
+            return Err(format!("{flows} flows do not fit in {length} bytes"));
         }
         let table = FlowTable { bytes, flows, packets };
-        if flows > 0 && table.list_end(flows - 1) > table.bytes.len() - lists_start {
+        if flows > 0 && table.list_end(flows - 1) > length - lists_start {
             return Err("the last flow list runs past the end".into());
         }
         Ok(table)
@@ -291,7 +295,7 @@ impl FlowTable {
 
     fn list_end(&self, flow: u32) -> usize {
         let at = FLOW_TABLE_HEADER + flow as usize * 4;
-        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+        u32::from_le_bytes(self.bytes.as_ref()[at..at + 4].try_into().expect("4 bytes")) as usize
     }
 
     /// Returns the packets of the flows in `flows`; flow ids past the table
@@ -303,7 +307,7 @@ impl FlowTable {
             return Ok(all);
         }
         let lists_start = FLOW_TABLE_HEADER + self.flows as usize * 4;
-        let lists = &self.bytes[lists_start..];
+        let lists = &self.bytes.as_ref()[lists_start..];
         let mut packets: Vec<u32> = Vec::new();
         for flow in flows {
             if flow >= self.flows {

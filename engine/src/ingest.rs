@@ -256,8 +256,8 @@ impl Ingester {
             self.free_space_after(&err)?;
             writer.flush()?;
         }
-        let (meta, chunks, index) = writer.seal()?;
-        self.store.commit_segment(&meta, &chunks, &index)?;
+        let (meta, tables, index) = writer.seal()?;
+        self.store.commit_segment(&meta, &tables, &index)?;
         self.store.flush()?;
         self.stats.segments_sealed += 1;
         tracing::debug!(segment_id = meta.segment_id, packets = meta.packets, file = %meta.file_name, "segment sealed");
@@ -280,8 +280,8 @@ impl Ingester {
                 self.free_space_after(&err)?;
             }
             let writer = self.open.get_mut(&key).expect("key of an open segment");
-            let (meta, chunks, index) = writer.checkpoint()?;
-            self.store.commit_segment(&meta, chunks, index)?;
+            let (meta, tables, index) = writer.checkpoint()?;
+            self.store.commit_segment(&meta, tables, index)?;
         }
         Ok(())
     }

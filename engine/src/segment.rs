@@ -1,5 +1,5 @@
 //! Segment files: classic little-endian pcap files of one link type and
-//! timestamp resolution, with a chunk table kept in the index.
+//! timestamp resolution, with position and time tables kept in the index.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -7,15 +7,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use pktvault_schema::time::NANOS_PER_SEC;
-use pktvault_schema::{ChunkEntry, SegmentMeta, TsResolution, PACKETS_PER_CHUNK};
+use pktvault_schema::{ChunkTimes, PositionTable, SegmentMeta, TsResolution, PACKETS_PER_CHUNK, PACKETS_PER_GROUP};
 
 use roaring::RoaringBitmap;
 
 use crate::decode::Decoded;
 use crate::index::SegmentIndex;
+use crate::store::SegmentTables;
 use crate::{Error, Result};
 
-/// Largest block a [`SegmentReader`] reads at once when consecutive chunks
+/// Largest block a [`SegmentReader`] reads at once when consecutive groups
 /// hold wanted packets.
 const MAX_READ_BYTES: u64 = 1 << 20;
 
@@ -76,7 +77,7 @@ pub struct SegmentWriter {
     path: PathBuf,
     file: BufWriter<File>,
     meta: SegmentMeta,
-    chunks: Vec<ChunkEntry>,
+    tables: SegmentTables,
     index: SegmentIndex,
     /// Start of the time bucket: the first packet's timestamp.
     bucket_start_ns: u64,
@@ -123,7 +124,7 @@ impl SegmentWriter {
             path,
             file,
             meta,
-            chunks: Vec::new(),
+            tables: SegmentTables::default(),
             index: SegmentIndex::default(),
             bucket_start_ns: first_ts_ns,
             synced_dir: false,
@@ -172,10 +173,16 @@ impl SegmentWriter {
             self.file.write_all(data).map_err(Error::io("cannot write", &self.path))?;
         }
         let packet = self.meta.packets as u32;
-        if packet.is_multiple_of(PACKETS_PER_CHUNK) {
-            self.chunks.push(ChunkEntry { offset: self.meta.file_bytes, min_ts_ns: ts_ns, max_ts_ns: ts_ns });
+        let record_bytes = RECORD_HEADER_BYTES + data.len() as u64;
+        if packet.is_multiple_of(PACKETS_PER_GROUP) {
+            self.tables.group_lengths.push(record_bytes);
         } else {
-            let chunk = self.chunks.last_mut().expect("a chunk is open");
+            *self.tables.group_lengths.last_mut().expect("a group is open") += record_bytes;
+        }
+        if packet.is_multiple_of(PACKETS_PER_CHUNK) {
+            self.tables.chunk_times.push(ChunkTimes { min_ts_ns: ts_ns, max_ts_ns: ts_ns });
+        } else {
+            let chunk = self.tables.chunk_times.last_mut().expect("a chunk is open");
             chunk.min_ts_ns = chunk.min_ts_ns.min(ts_ns);
             chunk.max_ts_ns = chunk.max_ts_ns.max(ts_ns);
         }
@@ -187,7 +194,7 @@ impl SegmentWriter {
         meta.min_ts_ns = meta.min_ts_ns.min(ts_ns);
         meta.max_ts_ns = meta.max_ts_ns.max(ts_ns);
         meta.packets += 1;
-        meta.file_bytes += RECORD_HEADER_BYTES + data.len() as u64;
+        meta.file_bytes += record_bytes;
         meta.wire_bytes += u64::from(header.wire_len);
         if header.caplen > meta.snaplen {
             meta.snaplen = header.caplen;
@@ -196,8 +203,8 @@ impl SegmentWriter {
     }
 
     /// Makes every packet appended so far durable and returns the open
-    /// segment's metadata, chunk table and bitmaps for a checkpoint in the index.
-    pub fn checkpoint(&mut self) -> Result<(SegmentMeta, &[ChunkEntry], &SegmentIndex)> {
+    /// segment's metadata, tables and bitmaps for a checkpoint in the index.
+    pub fn checkpoint(&mut self) -> Result<(SegmentMeta, &SegmentTables, &SegmentIndex)> {
         self.file.flush().map_err(Error::io("cannot write", &self.path))?;
         self.file.get_ref().sync_data().map_err(Error::io("cannot sync", &self.path))?;
         if !self.synced_dir {
@@ -206,7 +213,7 @@ impl SegmentWriter {
             }
             self.synced_dir = true;
         }
-        Ok((self.meta.clone(), &self.chunks, &self.index))
+        Ok((self.meta.clone(), &self.tables, &self.index))
     }
 
     /// Writes the buffered records to the file; on failure they stay buffered.
@@ -215,8 +222,8 @@ impl SegmentWriter {
     }
 
     /// Flushes the file, makes it durable and returns what the index stores.
-    pub fn seal(self) -> Result<(SegmentMeta, Vec<ChunkEntry>, SegmentIndex)> {
-        let SegmentWriter { path, file, mut meta, chunks, index, .. } = self;
+    pub fn seal(self) -> Result<(SegmentMeta, SegmentTables, SegmentIndex)> {
+        let SegmentWriter { path, file, mut meta, tables, index, .. } = self;
         meta.sealed = true;
         let file = file.into_inner().map_err(|err| Error::Io {
             action: "cannot write",
@@ -230,7 +237,7 @@ impl SegmentWriter {
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        Ok((meta, chunks, index))
+        Ok((meta, tables, index))
     }
 }
 
@@ -244,25 +251,25 @@ pub struct SegmentReader {
     path: PathBuf,
     file: File,
     meta: SegmentMeta,
-    chunks: Vec<ChunkEntry>,
-    /// First and last number of the chunks held in `buffer`.
-    loaded: Option<(usize, usize)>,
-    /// Per chunk, whether the caller will read one of its packets. A read
-    /// takes the following chunks too while they are flagged, up to
+    positions: PositionTable,
+    /// First and last number of the groups held in `buffer`.
+    loaded: Option<(u32, u32)>,
+    /// Per group, whether the caller will read one of its packets. A read
+    /// takes the following groups too while they are flagged, up to
     /// [`MAX_READ_BYTES`].
-    wanted_chunks: Vec<bool>,
+    wanted_groups: Vec<bool>,
     buffer: Vec<u8>,
     /// Packet number and byte offset in `buffer` of the next record to parse.
     cursor: (u32, usize),
     /// The record returned last: packet number, header, and data range in
     /// `buffer`. Extraction reads a match twice (once to check it, once to
-    /// copy it), and without this the second read would reload the chunk.
+    /// copy it), and without this the second read would reload the group.
     last: Option<(u32, RecordHeader, usize, usize)>,
 }
 
 impl SegmentReader {
     /// Opens a segment and checks its file header against the metadata.
-    pub fn open(pcap_dir: &Path, meta: SegmentMeta, chunks: Vec<ChunkEntry>) -> Result<SegmentReader> {
+    pub fn open(pcap_dir: &Path, meta: SegmentMeta, positions: PositionTable) -> Result<SegmentReader> {
         let path = pcap_dir.join(&meta.file_name);
         let file = File::open(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
@@ -291,20 +298,13 @@ impl SegmentReader {
                 ),
             });
         }
-        let expected_chunks = meta.packets.div_ceil(u64::from(PACKETS_PER_CHUNK));
-        if chunks.len() as u64 != expected_chunks {
-            return Err(Error::DamagedSegment {
-                path,
-                reason: format!("the index has {} chunks for {} packets", chunks.len(), meta.packets),
-            });
-        }
         Ok(SegmentReader {
             path,
             file,
             meta,
-            chunks,
+            positions,
             loaded: None,
-            wanted_chunks: Vec::new(),
+            wanted_groups: Vec::new(),
             buffer: Vec::new(),
             cursor: (0, 0),
             last: None,
@@ -316,61 +316,59 @@ impl SegmentReader {
         &self.meta
     }
 
-    /// Returns the chunk table.
-    pub fn chunks(&self) -> &[ChunkEntry] {
-        &self.chunks
-    }
-
     fn damaged(&self, reason: String) -> Error {
         Error::DamagedSegment { path: self.path.clone(), reason }
     }
 
+    fn group_start(&mut self, group: u32) -> Result<u64> {
+        self.positions.start(group).map_err(|err| Error::DamagedSegment {
+            path: self.path.clone(),
+            reason: format!("its entry in the index is damaged: {err}"),
+        })
+    }
+
     /// Declares the packets that will be read, in ascending order, so that
-    /// dense runs are read in large blocks and sparse packets chunk by chunk.
+    /// dense runs are read in large blocks and sparse packets group by group.
     pub fn set_wanted(&mut self, packets: &RoaringBitmap) {
-        self.wanted_chunks = vec![false; self.chunks.len()];
+        self.wanted_groups = vec![false; self.positions.groups() as usize];
         for packet in packets {
-            if let Some(wanted) = self.wanted_chunks.get_mut((packet / PACKETS_PER_CHUNK) as usize) {
+            if let Some(wanted) = self.wanted_groups.get_mut((packet / PACKETS_PER_GROUP) as usize) {
                 *wanted = true;
             }
         }
     }
 
-    fn chunk_end(&self, chunk: usize) -> u64 {
-        self.chunks.get(chunk + 1).map(|next| next.offset).unwrap_or(self.meta.file_bytes)
+    fn group_is_wanted(&self, group: u32) -> bool {
+        self.wanted_groups.get(group as usize).copied().unwrap_or(false)
     }
 
-    fn chunk_is_wanted(&self, chunk: usize) -> bool {
-        self.wanted_chunks.get(chunk).copied().unwrap_or(false)
-    }
-
-    fn load_chunk(&mut self, chunk: usize) -> Result<()> {
-        let start = self.chunks[chunk].offset;
-        let mut last = chunk;
-        while last + 1 < self.chunks.len()
-            && self.chunk_end(last + 1).saturating_sub(start) <= MAX_READ_BYTES
-            && self.chunk_is_wanted(last + 1)
+    fn load_group(&mut self, group: u32) -> Result<()> {
+        let start = self.group_start(group)?;
+        let mut last = group;
+        while last + 1 < self.positions.groups()
+            && self.group_is_wanted(last + 1)
+            && self.group_start(last + 2)?.saturating_sub(start) <= MAX_READ_BYTES
         {
             last += 1;
         }
-        let end = self.chunk_end(last);
+        let end = self.group_start(last + 1)?;
         if end < start || end - start > 1 << 34 {
-            return Err(self.damaged(format!("chunks {chunk}..={last} span bytes {start}..{end}")));
+            return Err(self.damaged(format!("groups {group}..={last} span bytes {start}..{end}")));
         }
         self.buffer.resize((end - start) as usize, 0);
         self.file.read_exact_at(&mut self.buffer, start).map_err(|err| Error::DamagedSegment {
             path: self.path.clone(),
             reason: format!("cannot read bytes {start}..{end}: {err}"),
         })?;
-        self.loaded = Some((chunk, last));
-        self.cursor = (chunk as u32 * PACKETS_PER_CHUNK, 0);
+        self.loaded = Some((group, last));
+        self.cursor = (group * PACKETS_PER_GROUP, 0);
         self.last = None;
         Ok(())
     }
 
     /// Returns packet number `packet`: its record header and captured bytes.
     ///
-    /// Reading is fastest when packet numbers ascend within a chunk.
+    /// Reading is fastest when packet numbers ascend.
     pub fn packet(&mut self, packet: u32) -> Result<(RecordHeader, &[u8])> {
         if u64::from(packet) >= self.meta.packets {
             return Err(self.damaged(format!("packet {packet} requested, the segment has {}", self.meta.packets)));
@@ -380,22 +378,22 @@ impl SegmentReader {
                 return Ok((header, &self.buffer[start..end]));
             }
         }
-        let chunk = (packet / PACKETS_PER_CHUNK) as usize;
-        let loaded = self.loaded.is_some_and(|(first, last)| first <= chunk && chunk <= last);
+        let group = packet / PACKETS_PER_GROUP;
+        let loaded = self.loaded.is_some_and(|(first, last)| first <= group && group <= last);
         if !loaded || self.cursor.0 > packet {
-            self.load_chunk(chunk)?;
+            self.load_group(group)?;
         }
         loop {
             let (number, offset) = self.cursor;
             let Some(header_bytes) = self.buffer.get(offset..offset + RECORD_HEADER_BYTES as usize) else {
-                return Err(self.damaged(format!("record {number} starts past the end of its chunk")));
+                return Err(self.damaged(format!("record {number} starts past the end of its group")));
             };
             let header = RecordHeader::parse(header_bytes);
             let data_start = offset + RECORD_HEADER_BYTES as usize;
             let data_end = data_start + header.caplen as usize;
             if data_end > self.buffer.len() {
                 return Err(
-                    self.damaged(format!("record {number} of {} bytes runs past the end of its chunk", header.caplen))
+                    self.damaged(format!("record {number} of {} bytes runs past the end of its group", header.caplen))
                 );
             }
             self.cursor = (number + 1, data_end);

@@ -2,14 +2,19 @@
 //!
 //! Layout on disk: `DATA_DIR/<ifid>/pcap/` contains the segment files and
 //! `DATA_DIR/<ifid>/index/` the RocksDB database (keys in `pktvault_schema::keys`).
+//!
+//! Segment metadata lives in its own column family, [`keys::META_CF`], because
+//! every extraction lists it. In the default column family each sealed segment
+//! has a table file of its own, so a listing there would open and decompress a
+//! block of every table file.
 
 use std::path::{Path, PathBuf};
 
 use pktvault_schema::keys::{self, Field};
-use pktvault_schema::segment::{decode_chunks, encode_chunks};
-use pktvault_schema::{ChunkEntry, FormatMarker, SegmentMeta};
+use pktvault_schema::segment::{decode_times, encode_positions, encode_times};
+use pktvault_schema::{ChunkTimes, FormatMarker, PositionTable, SegmentMeta};
 use roaring::RoaringBitmap;
-use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, DBPinnableSlice, Options, WriteBatch, WriteOptions, DB};
 
 use crate::filter::plan::BitmapSource;
 use crate::index::{FlowTable, SegmentIndex};
@@ -22,6 +27,28 @@ pub struct InterfaceStore {
     index_path: PathBuf,
     db: DB,
     writable: bool,
+}
+
+/// Block cache of a store opened with [`InterfaceStore::open_follower`].
+const FOLLOWER_CACHE_BYTES: usize = 64 << 20;
+
+/// Maps a failed open for reading to an error that names what to do. An index
+/// without the metadata column family comes from an older release, and its
+/// format marker names the version.
+fn open_error(data_dir: &Path, ifid: u32, index_path: &Path, source: rocksdb::Error) -> Error {
+    if !source.to_string().contains("Column family not found") {
+        return Error::Index { path: index_path.to_path_buf(), source };
+    }
+    match DB::open_for_read_only(&Options::default(), index_path, false) {
+        Ok(db) => match db.get(keys::FORMAT_KEY) {
+            Ok(Some(bytes)) => match FormatMarker::check(&bytes) {
+                Err(format) => Error::Format { path: index_path.to_path_buf(), source: format },
+                Ok(()) => Error::Index { path: index_path.to_path_buf(), source },
+            },
+            _ => Error::NoInterface { ifid, data_dir: data_dir.to_path_buf() },
+        },
+        Err(_) => Error::Index { path: index_path.to_path_buf(), source },
+    }
 }
 
 /// Returns the folder of interface `ifid` inside `data_dir`.
@@ -44,8 +71,19 @@ impl InterfaceStore {
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_bottommost_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(512);
-        options.set_keep_log_file_num(4);
-        let db = DB::open(&options, &index_path).map_err(|source| {
+        // RocksDB's own log grows with every flush and compaction, and a
+        // recorder runs for months: warnings only, in at most two 1 MiB files.
+        options.set_log_level(rocksdb::LogLevel::Warn);
+        options.set_max_log_file_size(1 << 20);
+        options.set_keep_log_file_num(2);
+        options.create_missing_column_families(true);
+        // Each sealed segment adds a small table file to the metadata column
+        // family. Universal compaction merges them, where level compaction
+        // would move each one down unmerged, one table file per segment.
+        let mut meta_options = options.clone();
+        meta_options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+        let meta_family = rocksdb::ColumnFamilyDescriptor::new(keys::META_CF, meta_options);
+        let db = DB::open_cf_descriptors(&options, &index_path, [meta_family]).map_err(|source| {
             if source.to_string().contains("LOCK") {
                 Error::Busy { ifid, data_dir: data_dir.to_path_buf() }
             } else {
@@ -70,15 +108,52 @@ impl InterfaceStore {
         if !index_path.join("CURRENT").exists() {
             return Err(Error::NoInterface { ifid, data_dir: data_dir.to_path_buf() });
         }
-        let options = Options::default();
-        let db = DB::open_for_read_only(&options, &index_path, false)
-            .map_err(|source| Error::Index { path: index_path.clone(), source })?;
-        let store = InterfaceStore { ifid, root, index_path, db, writable: false };
-        match store.get(keys::FORMAT_KEY)? {
-            Some(bytes) => store.check_format(&bytes)?,
-            None => return Err(Error::NoInterface { ifid, data_dir: data_dir.to_path_buf() }),
+        let mut options = Options::default();
+        // Any limit other than -1 makes RocksDB open table files when a read
+        // first needs them. With -1 it opens all of them, and first tries a
+        // second kind of read-only open that fails unless the index is one file.
+        options.set_max_open_files(4096);
+        options.set_skip_stats_update_on_db_open(true);
+        let db = DB::open_cf_for_read_only(&options, &index_path, [keys::META_CF], false)
+            .map_err(|source| open_error(data_dir, ifid, &index_path, source))?;
+        InterfaceStore { ifid, root, index_path, db, writable: false }.checked(data_dir)
+    }
+
+    /// Opens the interface for a long-lived reader, such as the HTTP server,
+    /// that keeps table files and a block cache open between extractions.
+    /// [`InterfaceStore::catch_up`] brings it up to the writer's last commit.
+    /// RocksDB keeps its own log of this reader in `scratch_dir`.
+    pub fn open_follower(data_dir: &Path, ifid: u32, scratch_dir: &Path) -> Result<InterfaceStore> {
+        let root = interface_dir(data_dir, ifid);
+        let index_path = root.join("index");
+        if !index_path.join("CURRENT").exists() {
+            return Err(Error::NoInterface { ifid, data_dir: data_dir.to_path_buf() });
         }
-        Ok(store)
+        let mut options = Options::default();
+        // RocksDB requires every table file to stay open in a secondary
+        // instance, so that files the writer deletes stay readable until
+        // the next catch-up.
+        options.set_max_open_files(-1);
+        let mut table_options = rocksdb::BlockBasedOptions::default();
+        table_options.set_block_cache(&rocksdb::Cache::new_lru_cache(FOLLOWER_CACHE_BYTES));
+        options.set_block_based_table_factory(&table_options);
+        let db = DB::open_cf_as_secondary(&options, index_path.as_path(), scratch_dir, [keys::META_CF])
+            .map_err(|source| open_error(data_dir, ifid, &index_path, source))?;
+        InterfaceStore { ifid, root, index_path, db, writable: false }.checked(data_dir)
+    }
+
+    /// Reads what the writer committed since the last call; only for a
+    /// store from [`InterfaceStore::open_follower`].
+    pub fn catch_up(&self) -> Result<()> {
+        self.db.try_catch_up_with_primary().map_err(|source| self.index_error(source))
+    }
+
+    fn checked(self, data_dir: &Path) -> Result<InterfaceStore> {
+        match self.get(keys::FORMAT_KEY)? {
+            Some(bytes) => self.check_format(&bytes)?,
+            None => return Err(Error::NoInterface { ifid: self.ifid, data_dir: data_dir.to_path_buf() }),
+        }
+        Ok(self)
     }
 
     fn check_format(&self, bytes: &[u8]) -> Result<()> {
@@ -95,6 +170,10 @@ impl InterfaceStore {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get(key).map_err(|source| self.index_error(source))
+    }
+
+    fn meta_cf(&self) -> &ColumnFamily {
+        self.db.cf_handle(keys::META_CF).expect("the store is opened with its metadata column family")
     }
 
     /// Returns the interface id.
@@ -120,19 +199,12 @@ impl InterfaceStore {
     /// Returns the metadata of every committed segment, by segment id.
     pub fn segments(&self) -> Result<Vec<SegmentMeta>> {
         let mut segments = Vec::new();
-        let mut iterator = self.db.raw_iterator();
-        iterator.seek([keys::SEGMENT_PREFIX]);
+        let mut iterator = self.db.raw_iterator_cf(self.meta_cf());
+        iterator.seek_to_first();
         while iterator.valid() {
-            let key = iterator.key().expect("valid iterator has a key");
-            let Some(segment_id) = keys::parse_segment_id(key) else { break };
-            if key.len() == 10 && key[9] == keys::SUB_META {
-                let value = iterator.value().expect("valid iterator has a value");
-                segments.push(SegmentMeta::decode(value).map_err(|source| self.format_error(source))?);
-            }
-            match segment_id.checked_add(1) {
-                Some(next) => iterator.seek(keys::segment_start(next)),
-                None => break,
-            }
+            let value = iterator.value().expect("valid iterator has a value");
+            segments.push(SegmentMeta::decode(value).map_err(|source| self.format_error(source))?);
+            iterator.next();
         }
         iterator.status().map_err(|source| self.index_error(source))?;
         Ok(segments)
@@ -140,9 +212,9 @@ impl InterfaceStore {
 
     /// Returns the id after the largest segment id in the index.
     pub fn next_segment_id(&self) -> Result<u64> {
-        let mut iterator = self.db.raw_iterator();
-        iterator.seek_for_prev([keys::SEGMENT_PREFIX, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        let next = match iterator.key().and_then(keys::parse_segment_id) {
+        let mut iterator = self.db.raw_iterator_cf(self.meta_cf());
+        iterator.seek_to_last();
+        let next = match iterator.key().and_then(keys::parse_meta_key) {
             Some(last) => last + 1,
             None => 1,
         };
@@ -150,13 +222,14 @@ impl InterfaceStore {
         Ok(next)
     }
 
-    /// Stores a segment's metadata, chunk table and bitmaps in one synced
-    /// batch; for an open segment this replaces its previous checkpoint.
-    pub fn commit_segment(&self, meta: &SegmentMeta, chunks: &[ChunkEntry], index: &SegmentIndex) -> Result<()> {
+    /// Stores a segment's metadata, position and time tables and bitmaps in
+    /// one synced batch; for an open segment this replaces its previous checkpoint.
+    pub fn commit_segment(&self, meta: &SegmentMeta, tables: &SegmentTables, index: &SegmentIndex) -> Result<()> {
         let id = meta.segment_id;
         let mut batch = WriteBatch::default();
-        batch.put(keys::segment_meta(id), meta.encode());
-        batch.put(keys::segment_chunks(id), encode_chunks(chunks));
+        batch.put_cf(self.meta_cf(), keys::segment_meta(id), meta.encode());
+        batch.put(keys::segment_positions(id), encode_positions(&tables.group_lengths));
+        batch.put(keys::segment_times(id), encode_times(&tables.chunk_times));
         batch.put(keys::segment_flows(id), index.encode_flows());
         let mut buffer = Vec::new();
         for (field, value, bitmap) in index.optimized_entries() {
@@ -173,6 +246,7 @@ impl InterfaceStore {
     /// stays short: a read-only open replays the whole log, which made every
     /// extraction pay for the index writes since the last flush.
     pub fn flush(&self) -> Result<()> {
+        self.db.flush_cf(self.meta_cf()).map_err(|source| self.index_error(source))?;
         self.db.flush().map_err(|source| self.index_error(source))
     }
 
@@ -181,28 +255,40 @@ impl InterfaceStore {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db
-            .put_opt(keys::segment_meta(meta.segment_id), meta.encode(), &options)
+            .put_cf_opt(self.meta_cf(), keys::segment_meta(meta.segment_id), meta.encode(), &options)
             .map_err(|source| self.index_error(source))
     }
 
     /// Deletes every index entry of a segment with one range delete.
     pub fn delete_segment_entries(&self, segment_id: u64) -> Result<()> {
         let mut batch = WriteBatch::default();
+        batch.delete_cf(self.meta_cf(), keys::segment_meta(segment_id));
         batch.delete_range(keys::segment_start(segment_id), keys::segment_start(segment_id + 1));
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options).map_err(|source| self.index_error(source))
     }
 
-    /// Returns a segment's chunk table.
-    pub fn chunks(&self, segment_id: u64) -> Result<Vec<ChunkEntry>> {
-        let bytes = self.get(&keys::segment_chunks(segment_id))?.ok_or_else(|| {
+    fn table(&self, what: &'static str, key: &[u8], segment_id: u64) -> Result<Vec<u8>> {
+        self.get(key)?.ok_or_else(|| {
             self.format_error(pktvault_schema::FormatError::Damaged {
-                what: "chunk table",
+                what,
                 reason: format!("missing for segment {segment_id}"),
             })
-        })?;
-        decode_chunks(&bytes).map_err(|source| self.format_error(source))
+        })
+    }
+
+    /// Returns a segment's position table.
+    pub fn positions(&self, meta: &SegmentMeta) -> Result<PositionTable> {
+        let bytes = self.table("position table", &keys::segment_positions(meta.segment_id), meta.segment_id)?;
+        PositionTable::decode(bytes, meta.packets, meta.file_bytes).map_err(|source| self.format_error(source))
+    }
+
+    /// Returns a segment's time table: the timestamps of each chunk of
+    /// [`pktvault_schema::PACKETS_PER_CHUNK`] packets.
+    pub fn times(&self, meta: &SegmentMeta) -> Result<Vec<ChunkTimes>> {
+        let bytes = self.table("time table", &keys::segment_times(meta.segment_id), meta.segment_id)?;
+        decode_times(&bytes, meta.packets).map_err(|source| self.format_error(source))
     }
 
     /// Returns the stored bitmaps and flow table of a segment.
@@ -211,7 +297,9 @@ impl InterfaceStore {
         let damaged =
             |reason: String| self.format_error(pktvault_schema::FormatError::Damaged { what: "flow table", reason });
         let bytes = self
-            .get(&keys::segment_flows(segment_id))?
+            .db
+            .get_pinned(keys::segment_flows(segment_id))
+            .map_err(|source| self.index_error(source))?
             .ok_or_else(|| damaged(format!("missing for segment {segment_id}")))?;
         let flows = FlowTable::decode(bytes).map_err(|reason| damaged(format!("segment {segment_id}: {reason}")))?;
         if u64::from(flows.packet_count()) != meta.packets {
@@ -230,11 +318,20 @@ impl InterfaceStore {
     }
 }
 
+/// The position and time tables of a segment being written.
+#[derive(Debug, Default, Clone)]
+pub struct SegmentTables {
+    /// Byte length of each group of [`pktvault_schema::PACKETS_PER_GROUP`] records.
+    pub group_lengths: Vec<u64>,
+    /// Timestamps of each chunk of [`pktvault_schema::PACKETS_PER_CHUNK`] records.
+    pub chunk_times: Vec<ChunkTimes>,
+}
+
 /// The stored flow bitmaps and flow table of one segment.
 pub struct StoredBitmaps<'a> {
     store: &'a InterfaceStore,
     segment_id: u64,
-    flows: FlowTable,
+    flows: FlowTable<DBPinnableSlice<'a>>,
 }
 
 impl StoredBitmaps<'_> {
@@ -261,7 +358,12 @@ impl BitmapSource for StoredBitmaps<'_> {
     }
 
     fn bitmap(&self, field: Field, value: &[u8]) -> Result<RoaringBitmap> {
-        match self.store.get(&keys::bitmap(self.segment_id, field, value))? {
+        let bytes = self
+            .store
+            .db
+            .get_pinned(keys::bitmap(self.segment_id, field, value))
+            .map_err(|source| self.store.index_error(source))?;
+        match bytes {
             Some(bytes) => self.decode(&bytes),
             None => Ok(RoaringBitmap::new()),
         }

@@ -1,24 +1,29 @@
 //! RocksDB key layout of one interface's index.
 //!
 //! All multi-byte integers in keys are big-endian so that keys sort by value.
-//! Every key of a segment starts with `SEGMENT_PREFIX` and the segment id, so
-//! one range delete over `[segment_start(id), segment_start(id + 1))` drops the
-//! segment's metadata, chunk table and bitmaps together.
+//! Segment metadata is kept in the column family [`META_CF`], keyed by segment
+//! id. In the default column family every key of a segment starts with
+//! `SEGMENT_PREFIX` and the segment id, so one range delete over
+//! `[segment_start(id), segment_start(id + 1))` drops the segment's position,
+//! time and flow tables and its bitmaps together.
 
 /// Key of the [`crate::FormatMarker`].
 pub const FORMAT_KEY: &[u8] = b"F";
 
-/// First byte of every per-segment key.
+/// Column family of the segment metadata.
+pub const META_CF: &str = "segments";
+
+/// First byte of every per-segment key in the default column family.
 pub const SEGMENT_PREFIX: u8 = b'S';
 
-/// Sub-key of a segment's [`crate::SegmentMeta`].
-pub const SUB_META: u8 = 0x00;
-/// Sub-key of a segment's chunk table.
-pub const SUB_CHUNKS: u8 = 0x01;
+/// Sub-key of a segment's position table: where each group of records starts.
+pub const SUB_POSITIONS: u8 = 0x01;
 /// Sub-key prefix of a segment's flow bitmaps; a [`Field`] byte and the value follow.
 pub const SUB_BITMAP: u8 = 0x02;
 /// Sub-key of a segment's flow table: the packet numbers of each flow.
 pub const SUB_FLOWS: u8 = 0x03;
+/// Sub-key of a segment's time table: the timestamps each chunk spans.
+pub const SUB_TIMES: u8 = 0x04;
 
 /// Indexed packet fields. The numeric value is stored in keys and must not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,17 +73,27 @@ pub fn segment_start(segment_id: u64) -> Vec<u8> {
     key
 }
 
-/// Returns the key of a segment's metadata.
-pub fn segment_meta(segment_id: u64) -> Vec<u8> {
+/// Returns the key of a segment's metadata in [`META_CF`]: the segment id.
+pub fn segment_meta(segment_id: u64) -> [u8; 8] {
+    segment_id.to_be_bytes()
+}
+
+/// Parses a key of [`META_CF`].
+pub fn parse_meta_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// Returns the key of a segment's position table.
+pub fn segment_positions(segment_id: u64) -> Vec<u8> {
     let mut key = segment_start(segment_id);
-    key.push(SUB_META);
+    key.push(SUB_POSITIONS);
     key
 }
 
-/// Returns the key of a segment's chunk table.
-pub fn segment_chunks(segment_id: u64) -> Vec<u8> {
+/// Returns the key of a segment's time table.
+pub fn segment_times(segment_id: u64) -> Vec<u8> {
     let mut key = segment_start(segment_id);
-    key.push(SUB_CHUNKS);
+    key.push(SUB_TIMES);
     key
 }
 
@@ -102,12 +117,4 @@ pub fn bitmap(segment_id: u64, field: Field, value: &[u8]) -> Vec<u8> {
     let mut key = bitmap_field_prefix(segment_id, field);
     key.extend_from_slice(value);
     key
-}
-
-/// Parses the segment id out of a segment key.
-pub fn parse_segment_id(key: &[u8]) -> Option<u64> {
-    if key.len() < 9 || key[0] != SEGMENT_PREFIX {
-        return None;
-    }
-    Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
 }

@@ -10,16 +10,20 @@ pub mod segment;
 pub mod text;
 pub mod time;
 
-pub use segment::{ChunkEntry, SegmentMeta, TsResolution};
+pub use segment::{ChunkTimes, PositionTable, SegmentMeta, TsResolution};
 
 /// Magic stored under [`keys::FORMAT_KEY`] in every pktvault index.
 pub const INDEX_MAGIC: &str = "pktvault-index";
 
 /// Version of the index layout that this build writes and reads.
-pub const INDEX_FORMAT_VERSION: u32 = 2;
+pub const INDEX_FORMAT_VERSION: u32 = 3;
 
-/// Number of packets covered by one entry of a segment's chunk table.
+/// Number of packets covered by one entry of a segment's time table.
 pub const PACKETS_PER_CHUNK: u32 = 16;
+
+/// Number of packets covered by one entry of a segment's position table: a
+/// sparse query reads at most this many records to get one packet.
+pub const PACKETS_PER_GROUP: u32 = 4;
 
 /// Errors raised while decoding stored values.
 #[derive(Debug, thiserror::Error)]

@@ -96,57 +96,235 @@ impl SegmentMeta {
     }
 }
 
-/// One entry of a segment's chunk table: where a run of
-/// [`crate::PACKETS_PER_CHUNK`] packets starts and which timestamps it spans.
+/// Appends `value` as an unsigned LEB128 varint.
+pub fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Reads an unsigned LEB128 varint at `*pos` and moves `*pos` past it.
+/// Returns `None` when the bytes end inside it or it does not fit in a `u64`.
+pub fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let byte = *bytes.get(*pos)?;
+        *pos += 1;
+        if shift == 63 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// Bytes of the pcap file header, where the first group starts.
+const FILE_HEADER_BYTES: u64 = 24;
+
+/// Version byte that starts an encoded position table.
+const POSITION_TABLE_VERSION: u8 = 1;
+/// Bytes before the skip entries of a position table: version, packets per group, group count.
+const POSITION_TABLE_HEADER: usize = 6;
+/// Groups between two skip entries of a position table.
+const GROUPS_PER_SKIP: u32 = 256;
+/// Bytes of a skip entry: a file offset (`u64` LE) and a position in the lengths (`u32` LE).
+const SKIP_ENTRY_BYTES: usize = 12;
+
+fn damaged_positions(reason: String) -> FormatError {
+    FormatError::Damaged { what: "position table", reason }
+}
+
+/// Encodes a position table from the byte length of each group of
+/// [`crate::PACKETS_PER_GROUP`] records (record headers included).
+///
+/// Layout: a version byte, the group size (`u8`), the group count (`u32`
+/// LE); then a skip entry for every 256th group, starting with group 0: the
+/// group's file offset (`u64` LE) and where its length starts in the lengths
+/// (`u32` LE); then the lengths, each a LEB128 varint.
+pub fn encode_positions(group_lengths: &[u64]) -> Vec<u8> {
+    let skips = group_lengths.len().div_ceil(GROUPS_PER_SKIP as usize);
+    let mut lengths = Vec::with_capacity(group_lengths.len() * 2);
+    let mut skip_entries = Vec::with_capacity(skips * SKIP_ENTRY_BYTES);
+    let mut offset = FILE_HEADER_BYTES;
+    for (group, &length) in group_lengths.iter().enumerate() {
+        if group % GROUPS_PER_SKIP as usize == 0 {
+            skip_entries.extend_from_slice(&offset.to_le_bytes());
+            skip_entries.extend_from_slice(&(lengths.len() as u32).to_le_bytes());
+        }
+        write_varint(&mut lengths, length);
+        offset += length;
+    }
+    let mut out = Vec::with_capacity(POSITION_TABLE_HEADER + skip_entries.len() + lengths.len());
+    out.push(POSITION_TABLE_VERSION);
+    out.push(crate::PACKETS_PER_GROUP as u8);
+    out.extend_from_slice(&(group_lengths.len() as u32).to_le_bytes());
+    out.extend_from_slice(&skip_entries);
+    out.extend_from_slice(&lengths);
+    out
+}
+
+/// The start offsets of the groups of [`crate::PACKETS_PER_GROUP`] records
+/// in a segment file, decoded on demand.
+///
+/// A lookup starts from the group's skip entry, or from the previous lookup
+/// when that is nearer, and adds at most 255 lengths, so its cost does not
+/// grow with the segment.
+#[derive(Debug, Clone)]
+pub struct PositionTable {
+    bytes: Vec<u8>,
+    groups: u32,
+    /// Start of the lengths in `bytes`.
+    lengths_start: usize,
+    /// Size of the segment file: the end of the last group.
+    file_bytes: u64,
+    /// A decoded group: its number, the position of its length in `bytes`, and its file offset.
+    cursor: (u32, usize, u64),
+}
+
+impl PositionTable {
+    /// Checks the header of a stored table for a segment of `packets`
+    /// records and `file_bytes` bytes; lengths are checked as they are decoded.
+    pub fn decode(bytes: Vec<u8>, packets: u64, file_bytes: u64) -> Result<PositionTable, FormatError> {
+        if bytes.len() < POSITION_TABLE_HEADER {
+            return Err(damaged_positions(format!("{} bytes is shorter than the header", bytes.len())));
+        }
+        if bytes[0] != POSITION_TABLE_VERSION {
+            return Err(FormatError::UnsupportedVersion { found: u32::from(bytes[0]) });
+        }
+        if u32::from(bytes[1]) != crate::PACKETS_PER_GROUP {
+            return Err(damaged_positions(format!(
+                "groups of {} packets, this build reads groups of {}",
+                bytes[1],
+                crate::PACKETS_PER_GROUP
+            )));
+        }
+        let groups = u32::from_le_bytes(bytes[2..6].try_into().expect("4 bytes"));
+        let expected = packets.div_ceil(u64::from(crate::PACKETS_PER_GROUP));
+        if u64::from(groups) != expected {
+            return Err(damaged_positions(format!("{groups} groups for {packets} packets")));
+        }
+        let lengths_start = POSITION_TABLE_HEADER + groups.div_ceil(GROUPS_PER_SKIP) as usize * SKIP_ENTRY_BYTES;
+        if bytes.len() < lengths_start {
+            return Err(damaged_positions(format!("{groups} groups need more than {} bytes", bytes.len())));
+        }
+        let cursor = (0, lengths_start, FILE_HEADER_BYTES);
+        Ok(PositionTable { bytes, groups, lengths_start, file_bytes, cursor })
+    }
+
+    /// Number of groups.
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
+    /// Returns the byte offset where group `group` starts; `groups()` gives
+    /// the end of the last group, the file size.
+    pub fn start(&mut self, group: u32) -> Result<u64, FormatError> {
+        if group > self.groups {
+            return Err(damaged_positions(format!("group {group} asked of {}", self.groups)));
+        }
+        if group == self.groups {
+            return Ok(self.file_bytes);
+        }
+        let skip = group / GROUPS_PER_SKIP;
+        if self.cursor.0 > group || self.cursor.0 / GROUPS_PER_SKIP != skip {
+            let at = POSITION_TABLE_HEADER + skip as usize * SKIP_ENTRY_BYTES;
+            let offset = u64::from_le_bytes(self.bytes[at..at + 8].try_into().expect("8 bytes"));
+            let position = u32::from_le_bytes(self.bytes[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
+            if offset > self.file_bytes || self.lengths_start.checked_add(position).is_none() {
+                return Err(damaged_positions(format!("skip entry {skip} points past the segment")));
+            }
+            self.cursor = (skip * GROUPS_PER_SKIP, self.lengths_start + position, offset);
+        }
+        let (mut current, mut pos, mut offset) = self.cursor;
+        while current < group {
+            let length = read_varint(&self.bytes, &mut pos)
+                .ok_or_else(|| damaged_positions(format!("the length of group {current} is cut or overlong")))?;
+            offset = offset.saturating_add(length);
+            current += 1;
+        }
+        if offset > self.file_bytes {
+            return Err(damaged_positions(format!(
+                "group {group} starts at byte {offset}, past the {} bytes of the segment",
+                self.file_bytes
+            )));
+        }
+        self.cursor = (current, pos, offset);
+        Ok(offset)
+    }
+}
+
+/// The timestamps of one chunk of [`crate::PACKETS_PER_CHUNK`] packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkEntry {
-    /// Byte offset of the chunk's first record in the segment file.
-    pub offset: u64,
+pub struct ChunkTimes {
     /// Smallest timestamp in the chunk, in nanoseconds.
     pub min_ts_ns: u64,
     /// Largest timestamp in the chunk, in nanoseconds.
     pub max_ts_ns: u64,
 }
 
-/// Version byte that starts an encoded chunk table.
-const CHUNK_TABLE_VERSION: u8 = 1;
-const CHUNK_ENTRY_BYTES: usize = 24;
+/// Version byte that starts an encoded time table.
+const TIME_TABLE_VERSION: u8 = 1;
 
-/// Encodes a chunk table: a version byte, then per entry three little-endian `u64`.
-pub fn encode_chunks(chunks: &[ChunkEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + chunks.len() * CHUNK_ENTRY_BYTES);
-    out.push(CHUNK_TABLE_VERSION);
+fn damaged_times(reason: String) -> FormatError {
+    FormatError::Damaged { what: "time table", reason }
+}
+
+/// Encodes a time table: a version byte, the chunk count (`u32` LE), then
+/// per chunk two LEB128 varints: the difference of its smallest timestamp to
+/// the previous chunk's, zigzag-coded since timestamps may go back (the first
+/// to 0), and its largest timestamp minus its smallest.
+pub fn encode_times(chunks: &[ChunkTimes]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + chunks.len() * 6);
+    out.push(TIME_TABLE_VERSION);
+    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    let mut previous = 0u64;
     for chunk in chunks {
-        out.extend_from_slice(&chunk.offset.to_le_bytes());
-        out.extend_from_slice(&chunk.min_ts_ns.to_le_bytes());
-        out.extend_from_slice(&chunk.max_ts_ns.to_le_bytes());
+        let delta = chunk.min_ts_ns.wrapping_sub(previous) as i64;
+        write_varint(&mut out, ((delta << 1) ^ (delta >> 63)) as u64);
+        write_varint(&mut out, chunk.max_ts_ns - chunk.min_ts_ns);
+        previous = chunk.min_ts_ns;
     }
     out
 }
 
-/// Decodes a chunk table written by [`encode_chunks`].
-pub fn decode_chunks(bytes: &[u8]) -> Result<Vec<ChunkEntry>, FormatError> {
-    let Some((&version, body)) = bytes.split_first() else {
-        return Err(FormatError::Damaged { what: "chunk table", reason: "empty value".into() });
-    };
-    if version != CHUNK_TABLE_VERSION {
-        return Err(FormatError::UnsupportedVersion { found: u32::from(version) });
+/// Decodes a time table written by [`encode_times`] for a segment of `packets` records.
+pub fn decode_times(bytes: &[u8], packets: u64) -> Result<Vec<ChunkTimes>, FormatError> {
+    if bytes.len() < 5 {
+        return Err(damaged_times(format!("{} bytes is shorter than the header", bytes.len())));
     }
-    if body.len() % CHUNK_ENTRY_BYTES != 0 {
-        return Err(FormatError::Damaged {
-            what: "chunk table",
-            reason: format!("length {} is not a multiple of {CHUNK_ENTRY_BYTES}", body.len()),
-        });
+    if bytes[0] != TIME_TABLE_VERSION {
+        return Err(FormatError::UnsupportedVersion { found: u32::from(bytes[0]) });
     }
-    let read_u64 = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8-byte slice"));
-    Ok(body
-        .chunks_exact(CHUNK_ENTRY_BYTES)
-        .map(|entry| ChunkEntry {
-            offset: read_u64(&entry[0..8]),
-            min_ts_ns: read_u64(&entry[8..16]),
-            max_ts_ns: read_u64(&entry[16..24]),
-        })
-        .collect())
+    let count = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
+    if u64::from(count) != packets.div_ceil(u64::from(crate::PACKETS_PER_CHUNK)) {
+        return Err(damaged_times(format!("{count} chunks for {packets} packets")));
+    }
+    let mut chunks = Vec::with_capacity(count as usize);
+    let mut pos = 5;
+    let mut previous = 0u64;
+    for chunk in 0..count {
+        let cut = || damaged_times(format!("chunk {chunk} is cut or overlong"));
+        let zigzag = read_varint(bytes, &mut pos).ok_or_else(cut)?;
+        let span = read_varint(bytes, &mut pos).ok_or_else(cut)?;
+        let delta = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+        let min_ts_ns = previous.wrapping_add(delta as u64);
+        let max_ts_ns = min_ts_ns.checked_add(span).ok_or_else(cut)?;
+        chunks.push(ChunkTimes { min_ts_ns, max_ts_ns });
+        previous = min_ts_ns;
+    }
+    if pos != bytes.len() {
+        return Err(damaged_times(format!("{} bytes follow the last chunk", bytes.len() - pos)));
+    }
+    Ok(chunks)
 }
 
 #[cfg(test)]
@@ -154,18 +332,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunk_table_round_trip() {
-        let chunks = vec![
-            ChunkEntry { offset: 24, min_ts_ns: 5, max_ts_ns: 9 },
-            ChunkEntry { offset: 9000, min_ts_ns: 3, max_ts_ns: u64::MAX },
-        ];
-        assert_eq!(decode_chunks(&encode_chunks(&chunks)).unwrap(), chunks);
+    fn varints_round_trip_and_reject_overlong_values() {
+        let mut bytes = Vec::new();
+        for value in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            bytes.clear();
+            write_varint(&mut bytes, value);
+            let mut pos = 0;
+            assert_eq!(read_varint(&bytes, &mut pos), Some(value));
+            assert_eq!(pos, bytes.len());
+        }
+        let mut pos = 0;
+        assert_eq!(read_varint(&[0xff; 11], &mut pos), None);
+        let mut pos = 0;
+        assert_eq!(read_varint(&[0x80], &mut pos), None);
     }
 
     #[test]
-    fn chunk_table_rejects_unknown_version() {
-        let err = decode_chunks(&[9, 0, 0]).unwrap_err();
-        assert!(matches!(err, FormatError::UnsupportedVersion { found: 9 }));
+    fn position_table_gives_group_starts_in_any_order() {
+        // 600 groups cross two skip entries; group 300 is long.
+        let mut lengths = vec![100u64; 600];
+        lengths[300] = 2_000_000;
+        let file_bytes = 24 + lengths.iter().sum::<u64>();
+        let packets = 4 * 599 + 2;
+        let mut table = PositionTable::decode(encode_positions(&lengths), packets, file_bytes).unwrap();
+        assert_eq!(table.groups(), 600);
+        let expected = |group: u32| 24 + lengths[..group as usize].iter().sum::<u64>();
+        for group in [1, 299, 300, 301, 599, 0, 513, 256, 255, 12] {
+            assert_eq!(table.start(group).unwrap(), expected(group), "group {group}");
+        }
+        assert_eq!(table.start(600).unwrap(), file_bytes);
+        assert!(table.start(601).is_err());
+    }
+
+    #[test]
+    fn damaged_position_tables_are_errors() {
+        let bytes = encode_positions(&[100, 100]);
+        assert!(PositionTable::decode(bytes.clone(), 9, 224).is_err(), "group count checked against packets");
+        let mut short = PositionTable::decode(bytes.clone(), 8, 150).unwrap();
+        assert!(short.start(1).is_ok());
+        let mut short = PositionTable::decode(bytes.clone(), 8, 120).unwrap();
+        assert!(short.start(1).is_err(), "a group starting past the file is found");
+        let mut cut = bytes.clone();
+        cut.truncate(cut.len() - 2);
+        assert!(PositionTable::decode(cut, 8, 224).unwrap().start(1).is_err());
+        let mut header_only = bytes.clone();
+        header_only.truncate(10);
+        assert!(PositionTable::decode(header_only, 8, 224).is_err());
+        let mut version = bytes;
+        version[0] = 9;
+        assert!(matches!(PositionTable::decode(version, 8, 224), Err(FormatError::UnsupportedVersion { found: 9 })));
+    }
+
+    #[test]
+    fn time_table_round_trip_with_time_going_back() {
+        let chunks = vec![
+            ChunkTimes { min_ts_ns: 1_700_000_000_000_000_000, max_ts_ns: 1_700_000_000_016_000_000 },
+            ChunkTimes { min_ts_ns: 1_699_999_999_000_000_000, max_ts_ns: 1_700_000_001_000_000_000 },
+            ChunkTimes { min_ts_ns: 0, max_ts_ns: u64::MAX },
+        ];
+        assert_eq!(decode_times(&encode_times(&chunks), 40).unwrap(), chunks);
+        assert!(decode_times(&encode_times(&chunks), 60).is_err());
+        let mut extra = encode_times(&chunks);
+        extra.push(0);
+        assert!(decode_times(&extra, 40).is_err());
+        assert!(matches!(decode_times(&[9, 0, 0, 0, 0], 0), Err(FormatError::UnsupportedVersion { found: 9 })));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use pktvault_engine::extract::{
     check_bpf, extract_to, ExtractControl, ExtractOutcomeError, ExtractRequest, PcapSink, Selection,
 };
 use pktvault_engine::status::unix_now_ns;
-use pktvault_engine::store::{interface_dir, InterfaceStore};
+use pktvault_engine::store::interface_dir;
 use pktvault_engine::Error;
 use pktvault_schema::jobs::{
     job_key, ExtractionJob, JobFile, JobStatus, JOBS_FORMAT_KEY, JOBS_FORMAT_VERSION, JOBS_MAGIC, NEXT_JOB_ID_KEY,
@@ -31,6 +31,7 @@ use tokio::sync::{watch, Notify};
 use crate::error::ApiError;
 use crate::extraction::{engine_error, outcome_error, selection};
 use crate::params::ExtractionParams;
+use crate::stores::Stores;
 
 /// Limits on jobs.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,7 @@ struct Running {
 pub struct Jobs {
     db: rocksdb::DB,
     data_dir: PathBuf,
+    stores: Arc<Stores>,
     out_dir: PathBuf,
     limits: JobLimits,
     /// Serializes every read-modify-write of a job record.
@@ -86,7 +88,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 impl Jobs {
     /// Opens the jobs database of `data_dir`, creating it when missing, and
     /// settles the jobs an earlier server left running.
-    pub fn open(data_dir: &Path, limits: JobLimits) -> Result<Arc<Jobs>, String> {
+    pub fn open(data_dir: &Path, stores: Arc<Stores>, limits: JobLimits) -> Result<Arc<Jobs>, String> {
         let out_dir = data_dir.join("extractions");
         std::fs::create_dir_all(&out_dir).map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
         let db_path = out_dir.join("jobs.rocksdb");
@@ -128,6 +130,7 @@ impl Jobs {
         let jobs = Jobs {
             db,
             data_dir: data_dir.to_path_buf(),
+            stores,
             used_bytes: AtomicU64::new(dir_bytes(&out_dir).saturating_sub(dir_bytes(&db_path))),
             out_dir,
             limits,
@@ -222,7 +225,7 @@ impl Jobs {
             return Err(engine_error(Error::NoInterface { ifid, data_dir: self.data_dir.clone() }));
         }
         if let Selection::Bpf(mut filter) = selection {
-            let store = InterfaceStore::open_read_only(&self.data_dir, ifid).map_err(engine_error)?;
+            let store = self.stores.get(ifid).map_err(engine_error)?;
             check_bpf(&store, &mut filter).map_err(engine_error)?;
         }
 
@@ -470,7 +473,7 @@ impl Jobs {
     fn run(&self, mut job: ExtractionJob, control: &ExtractControl) -> ExtractionJob {
         let dir = self.job_dir(job.id);
         let result = (|| -> Result<_, ApiError> {
-            let store = InterfaceStore::open_read_only(&self.data_dir, job.ifid).map_err(engine_error)?;
+            let store = self.stores.get(job.ifid).map_err(engine_error)?;
             let mut request = ExtractRequest {
                 window: pktvault_schema::time::TimeWindow { begin_ns: job.begin_ns, end_ns: job.end_ns },
                 selection: selection(&job.filter, job.filter_syntax)?,

@@ -13,6 +13,7 @@ mod live;
 mod openapi;
 mod params;
 pub mod routes;
+pub mod stores;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use warp::Filter;
 use crate::auth::Authenticator;
 use crate::jobs::{JobLimits, Jobs};
 use crate::live::LiveCounters;
+use crate::stores::Stores;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub struct AppState {
     pub data_dir: PathBuf,
     pub auth: Authenticator,
     pub jobs: Arc<Jobs>,
+    pub stores: Arc<Stores>,
     pub live: Arc<LiveCounters>,
     pub started: Instant,
     /// Whether the server listens on a loopback address. Elsewhere, credentials
@@ -79,7 +82,8 @@ impl BoundServer {
                 "no user exists, so the API serves requests without credentials; it listens on loopback only"
             );
         }
-        let jobs = Jobs::open(&config.data_dir, config.job_limits)?;
+        let stores = Arc::new(Stores::new(&config.data_dir));
+        let jobs = Jobs::open(&config.data_dir, stores.clone(), config.job_limits)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|err| {
             format!("cannot listen on {}: {err}; choose another address with --listen", config.listen)
         })?;
@@ -88,6 +92,7 @@ impl BoundServer {
             data_dir: config.data_dir,
             auth,
             jobs,
+            stores,
             live: Arc::new(LiveCounters::default()),
             started: Instant::now(),
         });

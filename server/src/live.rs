@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pktvault_engine::extract::{extract_to, ExtractControl, ExtractOutcomeError, ExtractRequest, PcapSink};
-use pktvault_engine::store::InterfaceStore;
 use pktvault_engine::Error;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +22,7 @@ use warp::reply::{Reply, Response};
 use crate::error::ApiError;
 use crate::extraction::{coverage, file_time, outcome_error, selection, Coverage};
 use crate::params::ExtractionParams;
+use crate::stores::Stores;
 
 /// Chunk size handed to the response.
 const CHUNK_BYTES: usize = 64 << 10;
@@ -122,7 +122,7 @@ impl futures_util::Stream for ChunkStream {
 
 /// Runs a live extraction and returns an error before any pcap byte, or a streamed pcap.
 pub async fn live_extraction(
-    data_dir: std::path::PathBuf,
+    stores: Arc<Stores>,
     ifid: u32,
     params: ExtractionParams,
     counters: Arc<LiveCounters>,
@@ -152,7 +152,7 @@ pub async fn live_extraction(
     let task = tokio::task::spawn_blocking(move || {
         let _done = done_tx;
         let result = (|| -> Result<_, ExtractOutcomeError> {
-            let store = InterfaceStore::open_read_only(&data_dir, ifid)?;
+            let store = stores.get(ifid)?;
             let _ = coverage_tx.send(coverage(&store, window, linktype)?);
             let mut sink = ChannelSink {
                 tx: tx.clone(),

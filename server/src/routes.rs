@@ -328,7 +328,7 @@ async fn live(
     names: &ExtractionNames,
 ) -> Result<Response, ApiError> {
     let extraction = extraction_params(params, names)?;
-    live_extraction(state.data_dir.clone(), ifid, extraction, state.live.clone()).await
+    live_extraction(state.stores.clone(), ifid, extraction, state.live.clone()).await
 }
 
 async fn interfaces(state: &Arc<AppState>) -> Result<Response, ApiError> {
