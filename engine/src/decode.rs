@@ -140,6 +140,37 @@ pub struct Decoded {
     pub wire_len: u32,
 }
 
+impl Decoded {
+    /// Returns whether the captured bytes end before a field the filter
+    /// evaluator may read, so that a filter can reject the packet for
+    /// reading past them. False for a packet whose link type is not decoded.
+    pub fn ran_past_capture(&self) -> bool {
+        let ports_cut = |ports: &Ports| ports.proto.is_some() && (ports.src.is_none() || ports.dst.is_none());
+        if self.link_is_ethernet && (self.ether_dst.is_none() || self.ether_src.is_none()) {
+            return true;
+        }
+        match &self.network {
+            Network::Truncated => true,
+            Network::Other(_) => false,
+            Network::Ipv4(ip) => {
+                ip.proto.is_none()
+                    || ip.first_fragment.is_none()
+                    || ip.src.is_none()
+                    || ip.dst.is_none()
+                    || ports_cut(&ip.ports)
+            }
+            Network::Ipv6(ip) => {
+                ip.src.is_none()
+                    || ip.dst.is_none()
+                    || ip.chain.is_empty()
+                    || ip.chain_truncated
+                    || ports_cut(&ip.ports)
+            }
+            Network::Arp { spa, tpa, .. } => spa.is_none() || tpa.is_none(),
+        }
+    }
+}
+
 fn be16(data: &[u8], offset: usize) -> Option<u16> {
     let bytes = data.get(offset..offset.checked_add(2)?)?;
     Some(u16::from_be_bytes([bytes[0], bytes[1]]))

@@ -17,7 +17,7 @@ use roaring::RoaringBitmap;
 
 use crate::decode::{decode, is_decoded_linktype};
 use crate::filter::bpf::BpfFilter;
-use crate::filter::plan::{candidates, monotone_candidates};
+use crate::filter::plan::{monotone_candidates, plan};
 use crate::filter::{matches, Expr};
 use crate::segment::{pcap_file_header, RecordHeader, SegmentReader};
 use crate::store::InterfaceStore;
@@ -103,6 +103,23 @@ pub trait PcapSink {
     fn header(&mut self, file_header: &[u8; 24]) -> std::io::Result<()>;
     fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()>;
     fn finish(&mut self) -> std::io::Result<()>;
+
+    /// Writes whole consecutive records, headers included, as they are in
+    /// the output format. The default passes them to [`PcapSink::record`] one by one.
+    fn records(&mut self, mut records: &[u8]) -> std::io::Result<()> {
+        while records.len() >= 16 {
+            let header: &[u8; 16] = records[..16].try_into().expect("16 bytes");
+            let caplen = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+            let Some(data) = records.get(16..16 + caplen) else { break };
+            self.record(header, data)?;
+            records = &records[16 + caplen..];
+        }
+        if records.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the last record is incomplete"))
+        }
+    }
 }
 
 /// A [`PcapSink`] that writes one pcap byte stream.
@@ -120,6 +137,10 @@ impl<W: Write> PcapSink for WriteSink<W> {
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+
+    fn records(&mut self, records: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(records)
     }
 }
 
@@ -162,10 +183,29 @@ pub fn recorded_range(segments: &[SegmentMeta]) -> Option<(u64, u64)> {
     Some((first, last))
 }
 
-/// A planned segment: its reader and the packets to check.
+/// A planned segment: its reader, the packets to read, and which of them
+/// match without an exact check.
 struct PlannedSegment {
     reader: SegmentReader,
     candidates: RoaringBitmap,
+    exact: Exact,
+}
+
+/// The candidates of a segment that the index proves to match.
+enum Exact {
+    All,
+    None,
+    Some(RoaringBitmap),
+}
+
+impl Exact {
+    fn contains(&self, packet: u32) -> bool {
+        match self {
+            Exact::All => true,
+            Exact::None => false,
+            Exact::Some(packets) => packets.contains(packet),
+        }
+    }
 }
 
 fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractRequest) -> Result<PlannedSegment> {
@@ -184,21 +224,30 @@ fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractReq
             }
         }
     }
-    let candidates = match &request.selection {
-        Selection::All => in_window,
+    let (candidates, exact) = match &request.selection {
+        Selection::All => (in_window, Exact::All),
         Selection::Native(expr) => {
             let bitmaps = store.bitmaps(meta)?;
-            bitmaps.packets_of(&candidates(expr, &bitmaps)?)? & in_window
+            let plan = plan(expr, &bitmaps)?;
+            let exact = if plan.exact == plan.candidates {
+                Exact::All
+            } else if plan.exact.is_empty() {
+                Exact::None
+            } else {
+                Exact::Some(bitmaps.packets_of(&plan.exact)?)
+            };
+            (bitmaps.packets_of(&plan.candidates)? & in_window, exact)
         }
+        // libpcap decides every packet: its filters read fields the index does not cover.
         Selection::Bpf(filter) => match filter.pruning_expr(meta.linktype) {
             Some(expr) => {
                 let bitmaps = store.bitmaps(meta)?;
-                bitmaps.packets_of(&monotone_candidates(&expr, &bitmaps)?)? & in_window
+                (bitmaps.packets_of(&monotone_candidates(&expr, &bitmaps)?)? & in_window, Exact::None)
             }
-            None => in_window,
+            None => (in_window, Exact::None),
         },
     };
-    Ok(PlannedSegment { reader, candidates })
+    Ok(PlannedSegment { reader, candidates, exact })
 }
 
 /// An extracted packet waiting in the merge.
@@ -249,6 +298,19 @@ impl SegmentStream {
         }
     }
 
+    /// Returns whether candidate `packet`, read as `data`, is in the window and matches.
+    fn selects(
+        request: &ExtractRequest,
+        exact: &Exact,
+        linktype: u32,
+        packet: u32,
+        ts_ns: u64,
+        data: &[u8],
+        wire_len: u32,
+    ) -> bool {
+        request.window.contains(ts_ns) && (exact.contains(packet) || Self::accepts(request, linktype, data, wire_len))
+    }
+
     /// Returns the next matching packet number in file order, with its timestamp.
     fn next_in_file_order(
         &mut self,
@@ -269,7 +331,7 @@ impl SegmentStream {
             if ts_ns >= request.window.end_ns && monotonic {
                 break;
             }
-            if request.window.contains(ts_ns) && Self::accepts(request, linktype, data, header.wire_len) {
+            if Self::selects(request, &self.planned.exact, linktype, packet, ts_ns, data, header.wire_len) {
                 return Ok(Some((ts_ns, packet)));
             }
         }
@@ -296,6 +358,76 @@ impl SegmentStream {
     }
 }
 
+impl SegmentStream {
+    /// Writes every remaining match of the stream to `output`, in order.
+    ///
+    /// Used when no other segment can hold a packet before this stream's
+    /// last one, so no merge is needed. Matches are written from the
+    /// reader's buffer without a copy, and runs of adjacent matches in one
+    /// write when their record headers need no conversion.
+    fn drain(
+        &mut self,
+        request: &ExtractRequest,
+        stats: &mut ExtractStats,
+        control: &ExtractControl,
+        output: &mut PcapOutput<'_>,
+    ) -> Result<()> {
+        let resolution = self.planned.reader.meta().resolution;
+        if let Some(sorted) = &mut self.sorted {
+            for (_, packet) in sorted.by_ref() {
+                let (header, data) = self.planned.reader.packet(packet)?;
+                output.write(header, resolution, data)?;
+                stats.packets += 1;
+                output.report(stats, control);
+            }
+            return Ok(());
+        }
+        let monotonic = self.planned.reader.meta().monotonic;
+        let linktype = self.planned.reader.meta().linktype;
+        let raw = resolution == output.resolution;
+        // Byte range in the reader's buffer of adjacent matches not yet written.
+        let mut run: Option<std::ops::Range<usize>> = None;
+        for packet in self.next.by_ref() {
+            if control.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if !self.planned.reader.is_loaded(packet) {
+                if let Some(range) = run.take() {
+                    output.write_records(&self.planned.reader.buffer()[range])?;
+                }
+            }
+            stats.candidates += 1;
+            let (header, data) = self.planned.reader.packet(packet)?;
+            let ts_ns = header.ts_ns(resolution);
+            if ts_ns >= request.window.end_ns && monotonic {
+                break;
+            }
+            if !Self::selects(request, &self.planned.exact, linktype, packet, ts_ns, data, header.wire_len) {
+                continue;
+            }
+            if raw {
+                let record = self.planned.reader.last_record().expect("a record was just read");
+                run = match run.take() {
+                    Some(range) if range.end == record.start => Some(range.start..record.end),
+                    Some(range) => {
+                        output.write_records(&self.planned.reader.buffer()[range])?;
+                        Some(record)
+                    }
+                    None => Some(record),
+                };
+            } else {
+                output.write(header, resolution, data)?;
+            }
+            stats.packets += 1;
+            output.report(stats, control);
+        }
+        if let Some(range) = run.take() {
+            output.write_records(&self.planned.reader.buffer()[range])?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes classic pcap records into a sink.
 struct PcapOutput<'a> {
     sink: &'a mut dyn PcapSink,
@@ -314,11 +446,11 @@ impl<'a> PcapOutput<'a> {
         Ok(PcapOutput { sink, resolution, bytes: 24 })
     }
 
-    fn write(&mut self, packet: &Pending) -> Result<()> {
-        let mut header = packet.header;
-        if packet.resolution != self.resolution {
+    fn write(&mut self, header: RecordHeader, resolution: TsResolution, data: &[u8]) -> Result<()> {
+        let mut header = header;
+        if resolution != self.resolution {
             // Only microsecond records go into a nanosecond file.
-            let ts_ns = header.ts_ns(packet.resolution);
+            let ts_ns = header.ts_ns(resolution);
             header.ts_sec = (ts_ns / NANOS_PER_SEC) as u32;
             header.ts_frac = (ts_ns % NANOS_PER_SEC) as u32;
         }
@@ -327,9 +459,22 @@ impl<'a> PcapOutput<'a> {
         record[4..8].copy_from_slice(&header.ts_frac.to_le_bytes());
         record[8..12].copy_from_slice(&header.caplen.to_le_bytes());
         record[12..16].copy_from_slice(&header.wire_len.to_le_bytes());
-        self.sink.record(&record, &packet.data).map_err(output_error)?;
-        self.bytes += 16 + packet.data.len() as u64;
+        self.sink.record(&record, data).map_err(output_error)?;
+        self.bytes += 16 + data.len() as u64;
         Ok(())
+    }
+
+    /// Writes whole records already in the output's format.
+    fn write_records(&mut self, records: &[u8]) -> Result<()> {
+        self.sink.records(records).map_err(output_error)?;
+        self.bytes += records.len() as u64;
+        Ok(())
+    }
+
+    /// Publishes the counters to `control`.
+    fn report(&self, stats: &ExtractStats, control: &ExtractControl) {
+        control.packets.store(stats.packets, Ordering::Relaxed);
+        control.bytes.store(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -502,12 +647,19 @@ pub fn extract_to(
         }
         let Some(Reverse((_, segment_id, _, index))) = heap.pop() else { break };
         let pending = heads[index].take().expect("a queued stream has a head");
-        output.write(&pending)?;
+        output.write(pending.header, pending.resolution, &pending.data)?;
         stats.packets += 1;
-        control.packets.store(stats.packets, Ordering::Relaxed);
-        control.bytes.store(output.bytes, Ordering::Relaxed);
+        output.report(&stats, control);
         let stream = streams[index].as_mut().expect("a queued stream is open");
         stream.spare = pending.data;
+        // Alone, and before every segment not yet opened: no merge needed.
+        let max_ts_ns = stream.planned.reader.meta().max_ts_ns;
+        if heap.is_empty() && unopened.peek().is_none_or(|meta| meta.min_ts_ns > max_ts_ns) {
+            stream.drain(request, &mut stats, control, &mut output)?;
+            streams[index] = None;
+            control.segments_done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         match stream.next_packet(request, &mut stats, control)? {
             Some((ts_ns, packet, pending)) => {
                 heap.push(Reverse((ts_ns, segment_id, packet, index)));

@@ -22,6 +22,9 @@ use crate::filter::plan::port_value;
 
 /// Calls `visit` with every index key of `packet`.
 pub fn for_each_key(packet: &Decoded, mut visit: impl FnMut(Field, &[u8])) {
+    if packet.ran_past_capture() {
+        visit(Field::Truncated, &[]);
+    }
     if packet.link_is_ethernet {
         if let Some(mac) = &packet.ether_src {
             visit(Field::EtherSrc, mac);
@@ -308,7 +311,9 @@ impl<B: AsRef<[u8]>> FlowTable<B> {
         }
         let lists_start = FLOW_TABLE_HEADER + self.flows as usize * 4;
         let lists = &self.bytes.as_ref()[lists_start..];
-        let mut packets: Vec<u32> = Vec::new();
+        // One bit per packet of the segment: marking and then walking the
+        // bits costs less than sorting the lists' packets when many flows are chosen.
+        let mut marked = vec![0u64; (self.packets as usize).div_ceil(64)];
         for flow in flows {
             if flow >= self.flows {
                 return Err(format!("flow {flow} is past the {} flows of the table", self.flows));
@@ -331,7 +336,11 @@ impl<B: AsRef<[u8]>> FlowTable<B> {
                     if value >= self.packets {
                         return Err(format!("flow {flow} lists packet {value} of {}", self.packets));
                     }
-                    packets.push(value);
+                    let (word, bit) = ((value / 64) as usize, value % 64);
+                    if marked[word] & (1 << bit) != 0 {
+                        return Err(format!("packet {value} is listed twice"));
+                    }
+                    marked[word] |= 1 << bit;
                     delta = 0;
                     shift = 0;
                 } else {
@@ -339,8 +348,19 @@ impl<B: AsRef<[u8]>> FlowTable<B> {
                 }
             }
         }
-        packets.sort_unstable();
-        RoaringBitmap::from_sorted_iter(packets).map_err(|err| format!("duplicate packet numbers: {err}"))
+        let packets = marked.iter().enumerate().flat_map(|(word, &bits)| {
+            let base = word as u32 * 64;
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                Some(base + bit)
+            })
+        });
+        Ok(RoaringBitmap::from_sorted_iter(packets).expect("bits are walked in ascending order"))
     }
 }
 

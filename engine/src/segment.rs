@@ -366,6 +366,27 @@ impl SegmentReader {
         Ok(())
     }
 
+    /// Returns whether reading `packet` next keeps the buffer, so that byte
+    /// ranges from [`SegmentReader::last_record`] stay valid.
+    pub fn is_loaded(&self, packet: u32) -> bool {
+        if self.last.is_some_and(|(number, ..)| number == packet) {
+            return true;
+        }
+        let group = packet / PACKETS_PER_GROUP;
+        self.loaded.is_some_and(|(first, last)| first <= group && group <= last) && self.cursor.0 <= packet
+    }
+
+    /// Returns the byte range, record header included, of the record
+    /// returned last, within [`SegmentReader::buffer`].
+    pub fn last_record(&self) -> Option<std::ops::Range<usize>> {
+        self.last.map(|(_, _, data_start, data_end)| data_start - RECORD_HEADER_BYTES as usize..data_end)
+    }
+
+    /// Returns the bytes read last: whole records.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// Returns packet number `packet`: its record header and captured bytes.
     ///
     /// Reading is fastest when packet numbers ascend.

@@ -63,6 +63,10 @@ pub enum Field {
     EtherSrc = 16,
     /// Ethernet destination MAC address (6 bytes).
     EtherDst = 17,
+    /// Packets whose captured bytes end before a header field the default
+    /// filter language reads (empty value). Only these can be rejected for
+    /// reading past the captured bytes, so extraction checks them exactly.
+    Truncated = 18,
 }
 
 /// Returns the first key of segment `segment_id`.

@@ -51,6 +51,24 @@ pub fn candidates(expr: &Expr, source: &dyn BitmapSource) -> Result<RoaringBitma
     Ok(bounds(expr, source)?.upper)
 }
 
+/// The flows a filter selects in one segment.
+pub struct Plan {
+    /// Flows whose packets may match.
+    pub candidates: RoaringBitmap,
+    /// Candidate flows whose packets all match, so they need no exact check.
+    pub exact: RoaringBitmap,
+}
+
+/// Plans `expr` over a segment. A flow in the lower bound matches unless
+/// evaluating the filter runs past a packet's captured bytes, which only
+/// packets of [`Field::Truncated`] flows can do, so the lower bound without
+/// those flows is exact.
+pub fn plan(expr: &Expr, source: &dyn BitmapSource) -> Result<Plan, Error> {
+    let bounds = bounds(expr, source)?;
+    let exact = bounds.lower - source.bitmap(Field::Truncated, &[])?;
+    Ok(Plan { candidates: bounds.upper, exact })
+}
+
 /// Returns the flows that may match a filter whose primitives have
 /// libpcap's meaning. Negations are not planned: a `not` subtree counts as
 /// every packet, so only the monotone part of the filter prunes.
