@@ -152,14 +152,37 @@ def main():
 
     def fresh_data():
         shutil.rmtree(data, ignore_errors=True)
+        flush_writes()
+
+    # Each run that writes starts with no dirty pages, so that it does not
+    # wait for the writeback of what the run before wrote.
+    def flush_writes():
+        subprocess.run(["sync"], check=True)
+
+    def new_file(path):
+        """Returns a setup that removes `path`, so that every run writes a new
+        file: overwriting one costs the filesystem more or less, depending on
+        how the old blocks are freed."""
+
+        def setup():
+            if os.path.exists(path):
+                os.remove(path)
+            flush_writes()
+
+        return setup
 
     # 1. Ingest.
     ingest = timed([pktvault, "import", "--data-dir", data, trace], args.runs, setup=fresh_data)
     if args.low_disk:
         fresh_data()
-    copy = timed(["cp", trace, os.path.join(work, "copy.pcap")], args.runs)
+    copy = timed(["cp", trace, os.path.join(work, "copy.pcap")], args.runs, setup=new_file(os.path.join(work, "copy.pcap")))
     os.remove(os.path.join(work, "copy.pcap"))
-    rewrite = timed(["tcpdump", "-r", trace, "-w", os.path.join(work, "rewrite.pcap")], args.runs)
+    # cp copies inside the kernel (copy_file_range); cat reads and writes
+    # through user space, as any program that looks at the packets must.
+    cat_copy = timed(["sh", "-c", f"cat {trace} > {os.path.join(work, 'copy.pcap')}"], args.runs, setup=new_file(os.path.join(work, "copy.pcap")))
+    os.remove(os.path.join(work, "copy.pcap"))
+    rewrite_file = os.path.join(work, "rewrite.pcap")
+    rewrite = timed(["tcpdump", "-r", trace, "-w", rewrite_file], args.runs, setup=new_file(rewrite_file))
     os.remove(os.path.join(work, "rewrite.pcap"))
     # The last import, measured for memory, leaves the data the extractions use.
     fresh_data()
@@ -177,6 +200,7 @@ def main():
     pcap_bytes = sum(os.path.getsize(path) for path in segment_paths)
     report.append(("Ingest: pktvault import", ingest, f"{packets / ingest / 1e6:.2f} M packets/s, {trace_bytes / ingest / 1e6:.0f} MB/s"))
     report.append(("Ingest: cp", copy, f"import / cp = {ingest / copy:.1f}"))
+    report.append(("Ingest: cat > file", cat_copy, f"import / cat = {ingest / cat_copy:.1f}"))
     report.append(("Ingest: tcpdump -r -w", rewrite, f"import / tcpdump = {ingest / rewrite:.2f}"))
 
     extract = [pktvault, "extract", "--data-dir", data, "-w", "-"]
@@ -243,12 +267,17 @@ def main():
 
     # 3. Broad extraction versus cat of an output of the same size.
     broad_file = os.path.join(work, "broad.pcap")
-    broad = timed([pktvault, "extract", "--data-dir", data, "-w", broad_file] + window_all + ["tcp"], args.runs)
+    broad = timed([pktvault, "extract", "--data-dir", data, "-w", broad_file] + window_all + ["tcp"], args.runs, setup=new_file(broad_file))
     cat_target = "/dev/null" if args.low_disk else os.path.join(work, "cat.pcap")
-    cat = timed(["sh", "-c", f"cat {broad_file} > {cat_target}"], args.runs)
+    cat_setup = flush_writes if args.low_disk else new_file(cat_target)
+    cat = timed(["sh", "-c", f"cat {broad_file} > {cat_target}"], args.runs, setup=cat_setup)
     broad_rss = peak_rss_kib([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"])
     cat_name = "cat of the output to /dev/null" if args.low_disk else "cat of the same size"
     report.append((f"Broad: tcp ({os.path.getsize(broad_file) / 1e6:.0f} MB out)", broad, f"{cat_name} {cat:.3f} s, ratio {broad / cat:.1f}"))
+    # Written to /dev/null, so that neither side waits for the page cache to take the output.
+    broad_null = timed([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"], args.runs)
+    cat_null = timed(["sh", "-c", f"cat {broad_file} > /dev/null"], args.runs)
+    report.append(("Broad: tcp, output to /dev/null", broad_null, f"cat of the output to /dev/null {cat_null:.3f} s, ratio {broad_null / cat_null:.1f}"))
     os.remove(broad_file)
     if not args.low_disk:
         os.remove(cat_target)

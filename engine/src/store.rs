@@ -32,6 +32,18 @@ pub struct InterfaceStore {
 /// Block cache of a store opened with [`InterfaceStore::open_follower`].
 const FOLLOWER_CACHE_BYTES: usize = 64 << 20;
 
+/// Raises the soft limit on open files to the hard limit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Maps a failed open for reading to an error that names what to do. An index
 /// without the metadata column family comes from an older release, and its
 /// format marker names the version.
@@ -130,12 +142,15 @@ impl InterfaceStore {
             return Err(Error::NoInterface { ifid, data_dir: data_dir.to_path_buf() });
         }
         let mut options = Options::default();
-        // RocksDB requires every table file to stay open in a secondary
-        // instance, so that files the writer deletes stay readable until
-        // the next catch-up.
+        // A secondary instance keeps every table file open, so that files
+        // the writer deletes stay readable until the next catch-up. Sealed
+        // segments have a table file each, so the descriptor limit is raised.
         options.set_max_open_files(-1);
+        raise_open_file_limit();
         let mut table_options = rocksdb::BlockBasedOptions::default();
         table_options.set_block_cache(&rocksdb::Cache::new_lru_cache(FOLLOWER_CACHE_BYTES));
+        // Index blocks go to the bounded cache instead of staying with each open table.
+        table_options.set_cache_index_and_filter_blocks(true);
         options.set_block_based_table_factory(&table_options);
         let db = DB::open_cf_as_secondary(&options, index_path.as_path(), scratch_dir, [keys::META_CF])
             .map_err(|source| open_error(data_dir, ifid, &index_path, source))?;

@@ -66,9 +66,20 @@ impl Stores {
             tracing::warn!("cannot create {}: {err}; opening the index for each request", scratch.display());
             return Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?));
         }
-        let store = Arc::new(InterfaceStore::open_follower(&self.data_dir, ifid, &scratch)?);
-        open.insert(ifid, store.clone());
-        Ok(store)
+        match InterfaceStore::open_follower(&self.data_dir, ifid, &scratch) {
+            Ok(store) => {
+                let store = Arc::new(store);
+                open.insert(ifid, store.clone());
+                Ok(store)
+            }
+            // RocksDB failed where a read-only open may not, for example
+            // when a follower's open table files exceed the descriptor limit.
+            Err(err @ pktvault_engine::Error::Index { .. }) => {
+                tracing::warn!("cannot keep the index of interface {ifid} open: {err}; opening it for each request");
+                Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?))
+            }
+            Err(err) => Err(err),
+        }
     }
 }
 
