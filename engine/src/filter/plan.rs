@@ -72,12 +72,25 @@ pub fn plan(expr: &Expr, source: &dyn BitmapSource) -> Result<Plan, Error> {
 /// Returns the flows that may match a filter whose primitives have
 /// libpcap's meaning. Negations are not planned: a `not` subtree counts as
 /// every packet, so only the monotone part of the filter prunes.
+///
+/// A primitive also admits the flows whose decode ran past the captured
+/// bytes ([`Field::Truncated`]): libpcap's optimizer may drop a load that
+/// cannot change the result, as for `net 0.0.0.0/0`, and then accepts a
+/// packet whose header the index never saw.
 pub fn monotone_candidates(expr: &Expr, source: &dyn BitmapSource) -> Result<RoaringBitmap, Error> {
+    let truncated = source.bitmap(Field::Truncated, &[])?;
+    monotone(expr, source, &truncated)
+}
+
+fn monotone(expr: &Expr, source: &dyn BitmapSource, truncated: &RoaringBitmap) -> Result<RoaringBitmap, Error> {
     Ok(match expr {
-        Expr::And(left, right) => monotone_candidates(left, source)? & monotone_candidates(right, source)?,
-        Expr::Or(left, right) => monotone_candidates(left, source)? | monotone_candidates(right, source)?,
+        Expr::And(left, right) => monotone(left, source, truncated)? & monotone(right, source, truncated)?,
+        Expr::Or(left, right) => monotone(left, source, truncated)? | monotone(right, source, truncated)?,
         Expr::Not(_) => all_flows(source),
-        Expr::Prim(primitive) => primitive_bitmap(primitive, source)?.unwrap_or_else(|| all_flows(source)),
+        Expr::Prim(primitive) => match primitive_bitmap(primitive, source)? {
+            Some(bitmap) => bitmap | truncated,
+            None => all_flows(source),
+        },
     })
 }
 
