@@ -1,6 +1,6 @@
 //! Packets into segments: time bucketing, rotation and commit to the index.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use pktvault_schema::time::NANOS_PER_SEC;
 use pktvault_schema::TsResolution;
@@ -63,8 +63,9 @@ pub struct IngestStats {
 pub struct Ingester {
     store: InterfaceStore,
     limits: SegmentLimits,
-    /// One open segment per link type and timestamp resolution.
-    open: HashMap<(u32, TsResolution), SegmentWriter>,
+    /// One open segment per link type and timestamp resolution. The map is
+    /// looked up for every packet, so it hashes with FxHash, not SipHash.
+    open: FxHashMap<(u32, TsResolution), SegmentWriter>,
     next_segment_id: u64,
     stats: IngestStats,
     retention: RetentionPolicy,
@@ -91,7 +92,7 @@ impl Ingester {
         Ok(Ingester {
             store,
             limits,
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             next_segment_id,
             stats: IngestStats::default(),
             retention: RetentionPolicy::default(),

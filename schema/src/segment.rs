@@ -135,7 +135,7 @@ const POSITION_TABLE_VERSION: u8 = 1;
 /// Bytes before the skip entries of a position table: version, packets per group, group count.
 const POSITION_TABLE_HEADER: usize = 6;
 /// Groups between two skip entries of a position table.
-const GROUPS_PER_SKIP: u32 = 256;
+const GROUPS_PER_SKIP: u32 = 64;
 /// Bytes of a skip entry: a file offset (`u64` LE) and a position in the lengths (`u32` LE).
 const SKIP_ENTRY_BYTES: usize = 12;
 
@@ -147,7 +147,7 @@ fn damaged_positions(reason: String) -> FormatError {
 /// [`crate::PACKETS_PER_GROUP`] records (record headers included).
 ///
 /// Layout: a version byte, the group size (`u8`), the group count (`u32`
-/// LE); then a skip entry for every 256th group, starting with group 0: the
+/// LE); then a skip entry for every 64th group, starting with group 0: the
 /// group's file offset (`u64` LE) and where its length starts in the lengths
 /// (`u32` LE); then the lengths, each a LEB128 varint.
 pub fn encode_positions(group_lengths: &[u64]) -> Vec<u8> {
