@@ -25,18 +25,22 @@ import time
 import urllib.parse
 
 
-def run(args, **kwargs):
-    return subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+def run(args, allowed=(0,)):
+    """Runs `args` and exits with its error output unless its exit status is in `allowed`."""
+    result = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode not in allowed:
+        sys.exit(f"compare.py: '{' '.join(args)}' failed with exit status {result.returncode}: {result.stderr.strip()}")
+    return result
 
 
-def timed(args, runs, setup=None):
+def timed(args, runs, setup=None, allowed=(0,)):
     """Returns the median wall time of `args` over `runs` runs, in seconds."""
     times = []
     for _ in range(runs):
         if setup:
             setup()
         start = time.perf_counter()
-        run(args)
+        run(args, allowed)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -105,6 +109,50 @@ class Server:
         self.process.wait()
 
 
+def sample_ipv4_hosts(trace, limit=200_000):
+    """Returns {address: (packets, {port: packets})} over the first `limit`
+    packets of `trace`, read through tcpdump so that pcapng works too. Reads
+    Ethernet with VLAN tags, Linux cooked capture and raw IP."""
+    output = subprocess.run(["tcpdump", "-r", trace, "-c", str(limit), "-w", "-"], capture_output=True).stdout
+    if len(output) < 24:
+        return {}
+    order = "little" if output[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    linktype = int.from_bytes(output[20:24], order) & 0xFFFF
+    hosts = {}
+    offset = 24
+    while offset + 16 <= len(output):
+        caplen = int.from_bytes(output[offset + 8:offset + 12], order)
+        frame = output[offset + 16:offset + 16 + caplen]
+        offset += 16 + caplen
+        if linktype == 1:
+            start, ethertype = 14, frame[12:14]
+            while ethertype in (b"\x81\x00", b"\x88\xa8") and len(frame) >= start + 4:
+                ethertype, start = frame[start + 2:start + 4], start + 4
+            if ethertype != b"\x08\x00":
+                continue
+        elif linktype == 113:
+            if frame[14:16] != b"\x08\x00":
+                continue
+            start = 16
+        elif linktype in (12, 101, 228):
+            start = 0
+        else:
+            return {}
+        ip = frame[start:]
+        if len(ip) < 20 or ip[0] >> 4 != 4:
+            continue
+        header = (ip[0] & 15) * 4
+        ports = []
+        if ip[9] in (6, 17) and len(ip) >= header + 4:
+            ports = [int.from_bytes(ip[header:header + 2], "big"), int.from_bytes(ip[header + 2:header + 4], "big")]
+        for address in {".".join(str(byte) for byte in ip[12:16]), ".".join(str(byte) for byte in ip[16:20])}:
+            count, by_port = hosts.get(address, (0, {}))
+            for port in set(ports):
+                by_port[port] = by_port.get(port, 0) + 1
+            hosts[address] = (count + 1, by_port)
+    return hosts
+
+
 def pcap_packet_count(data):
     """Counts the records of a little-endian pcap held in `data`."""
     count, offset = 0, 24
@@ -117,10 +165,14 @@ def pcap_packet_count(data):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/pktvault-target"), "release"))
-    parser.add_argument("--bytes", default="1G", help="size of the generated trace (K, M, G)")
-    parser.add_argument("--input", help="measure this pcap instead of a generated trace")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--bin",
+        default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/pktvault-target"), "release"),
+        help="folder with the pktvault and pktvault-gen binaries (default: the release build)",
+    )
+    parser.add_argument("--bytes", default="1G", help="size of the generated trace: a number with an optional K, M or G")
+    parser.add_argument("--input", help="measure this pcap or pcapng file instead of a generated trace")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement; the report gives their median")
     parser.add_argument("--rate", type=int, default=200_000, help="packets per second of the generated trace")
     parser.add_argument(
         "--result-packets",
@@ -128,7 +180,7 @@ def main():
         default=3000,
         help="also query a host with about this many packets, so that traces of different sizes compare at the same result size",
     )
-    parser.add_argument("--work", help="folder for the trace and data (default: a temporary folder)")
+    parser.add_argument("--work", help="folder for the trace and data, kept afterwards (default: a temporary folder, deleted)")
     parser.add_argument("--smoke", action="store_true", help="small trace, one run, no freshness test")
     parser.add_argument(
         "--low-disk",
@@ -140,6 +192,12 @@ def main():
     args = parser.parse_args()
     if args.smoke:
         args.bytes, args.runs = "16M", 1
+    if args.input and not os.path.isfile(args.input):
+        sys.exit(f"compare.py: --input {args.input} is not a file; give a pcap or pcapng file")
+    if not args.input and not re.fullmatch(r"[0-9]+(\.[0-9]+)?[KMG]?", args.bytes):
+        sys.exit(f"compare.py: --bytes {args.bytes} is not a size; use a number with an optional K, M or G, such as 2G")
+    if args.runs < 1:
+        sys.exit(f"compare.py: --runs {args.runs} must be at least 1")
 
     pktvault = os.path.join(args.bin, "pktvault")
     generator = os.path.join(args.bin, "pktvault-gen")
@@ -212,31 +270,57 @@ def main():
     extract = [pktvault, "extract", "--data-dir", data, "-w", "-"]
     window_all = ["--begin", str(first_s), "--end", str(last_s)]
 
-    # 2. Selective extraction: a host that carries about 0.1% of the packets.
-    # pktvault-gen numbers its IPv4 clients by popularity rank: 10.0.0.0
-    # starts the most flows, and the flow count falls with the rank (Zipf,
-    # exponent 1.1). Flow sizes vary, so packet counts follow the rank only
-    # roughly, and the searches below measure each candidate host.
-    def client(index):
-        return f"10.0.{index >> 8}.{index & 255}"
-
-    def host_packet_count(index):
-        output = subprocess.run(extract + window_all + ["host", client(index)], capture_output=True, check=False)
+    # 2. Selective extraction: a host that carries about 0.1% of the packets,
+    # and a host with about --result-packets packets. Each candidate host is
+    # measured with an extraction, and the nearest counts win.
+    def host_packet_count(address):
+        output = subprocess.run(extract + window_all + ["host", address], capture_output=True, check=False)
         return pcap_packet_count(output.stdout)
 
-    counts = {index: host_packet_count(index) for index in range(0, 600, 5)}
     target = packets / 1000
-    host_index = min(counts, key=lambda index: abs(counts[index] - target))
-    host, host_packets = client(host_index), counts[host_index]
-    # A host with a fixed result size, searched near the rank that Zipf's law
-    # predicts from the 0.1% host, then among all hosts measured.
-    if host_packets > 0 and args.result_packets > 0:
-        estimate = int(host_index * (host_packets / args.result_packets) ** (1 / 1.1))
-        for index in range(max(estimate - 40, 0), min(estimate + 41, 5000), 5):
-            if index not in counts:
-                counts[index] = host_packet_count(index)
-    fixed_index = min(counts, key=lambda index: abs(counts[index] - args.result_packets))
-    fixed_host, fixed_packets = client(fixed_index), counts[fixed_index]
+    counts = {}
+    port = 443
+    if args.input:
+        # Candidates come from a sample of the trace, by their estimated count.
+        sampled = sample_ipv4_hosts(trace)
+        sample_packets = max(sum(count for count, _ in sampled.values()) / 2, 1)
+
+        def nearest(wanted):
+            return sorted(sampled, key=lambda address: abs(sampled[address][0] * packets / sample_packets - wanted))[:12]
+
+        for address in nearest(target) + nearest(args.result_packets):
+            if address not in counts:
+                counts[address] = host_packet_count(address)
+    else:
+        # pktvault-gen numbers its IPv4 clients by popularity rank: 10.0.0.0
+        # starts the most flows, and the flow count falls with the rank (Zipf,
+        # exponent 1.1). Flow sizes vary, so packet counts follow the rank
+        # only roughly.
+        def client(index):
+            return f"10.0.{index >> 8}.{index & 255}"
+
+        for index in range(0, 600, 5):
+            counts[client(index)] = host_packet_count(client(index))
+        first = min(range(0, 600, 5), key=lambda index: abs(counts[client(index)] - target))
+        # Search for the fixed result size near the rank that Zipf's law
+        # predicts from the 0.1% host.
+        if counts[client(first)] > 0 and args.result_packets > 0:
+            estimate = int(first * (counts[client(first)] / args.result_packets) ** (1 / 1.1))
+            for index in range(max(estimate - 40, 0), min(estimate + 41, 5000), 5):
+                if client(index) not in counts:
+                    counts[client(index)] = host_packet_count(client(index))
+    if not counts or max(counts.values()) == 0:
+        sys.exit("compare.py: no IPv4 host of the trace matched an extraction; the selective measurements need IPv4 traffic")
+    host = min(counts, key=lambda address: abs(counts[address] - target))
+    host_packets = counts[host]
+    fixed_host = min(counts, key=lambda address: abs(counts[address] - args.result_packets))
+    fixed_packets = counts[fixed_host]
+    if args.input:
+        # The port query uses the host's busiest port in the sample.
+        by_port = sampled.get(host, (0, {}))[1]
+        if by_port:
+            port = max(by_port, key=by_port.get)
+    fixed_note = "" if abs(fixed_packets - args.result_packets) <= args.result_packets / 4 else f", the nearest to {args.result_packets} found"
     tcpdump_host = f"host {host} or (vlan and host {host})"
 
     def tcpdump_over(paths, expression):
@@ -245,31 +329,38 @@ def main():
             run(["tcpdump", "-r", path, "-w", "/dev/null", expression])
         return time.perf_counter() - start
 
-    selective = timed(extract + window_all + ["host", host], args.runs)
+    # pktvault extract exits with status 1 when nothing matched.
+    selective = timed(extract + window_all + ["host", host], args.runs, allowed=(0, 1))
     baseline = statistics.median(tcpdump_over(segment_paths, tcpdump_host) for _ in range(args.runs))
     first_byte = first_byte_seconds(extract + window_all + ["host", host])
-    report.append((f"Selective: host {host} ({host_packets} packets), whole trace", selective, f"tcpdump over all segments {baseline:.3f} s, speedup {baseline / selective:.1f}x, first byte {first_byte * 1000:.1f} ms"))
+    same_note = f"; also the host nearest to {args.result_packets} packets{fixed_note}" if fixed_host == host else ""
+    report.append((f"Selective: host {host} ({host_packets} packets{same_note}), whole trace", selective, f"tcpdump over all segments {baseline:.3f} s, speedup {baseline / selective:.1f}x, first byte {first_byte * 1000:.1f} ms"))
 
     if fixed_host != host:
-        fixed = timed(extract + window_all + ["host", fixed_host], args.runs)
+        fixed = timed(extract + window_all + ["host", fixed_host], args.runs, allowed=(0, 1))
         fixed_baseline = statistics.median(
             tcpdump_over(segment_paths, f"host {fixed_host} or (vlan and host {fixed_host})") for _ in range(args.runs)
         )
-        report.append((f"Selective: host {fixed_host} ({fixed_packets} packets), whole trace", fixed, f"speedup {fixed_baseline / fixed:.1f}x over tcpdump"))
+        report.append((f"Selective: host {fixed_host} ({fixed_packets} packets{fixed_note}), whole trace", fixed, f"speedup {fixed_baseline / fixed:.1f}x over tcpdump"))
 
-    port_filter = ["host", host, "and", "port", "443"]
-    host_port = timed(extract + window_all + port_filter, args.runs)
+    port_filter = ["host", host, "and", "port", str(port)]
+    host_port = timed(extract + window_all + port_filter, args.runs, allowed=(0, 1))
     baseline_port = statistics.median(
-        tcpdump_over(segment_paths, f"(host {host} and port 443) or (vlan and host {host} and port 443)") for _ in range(args.runs)
+        tcpdump_over(segment_paths, f"(host {host} and port {port}) or (vlan and host {host} and port {port})") for _ in range(args.runs)
     )
-    report.append((f"Selective: host {host} and port 443", host_port, f"speedup {baseline_port / host_port:.1f}x over tcpdump"))
+    report.append((f"Selective: host {host} and port {port}", host_port, f"speedup {baseline_port / host_port:.1f}x over tcpdump"))
 
     middle = (first_s + last_s) // 2
+    # A trace with gaps may have recorded nothing in the middle minute; the
+    # window then starts at the middle segment's first second instead.
+    probe = subprocess.run([pktvault, "extract", "--data-dir", data, "--begin", str(middle), "--end", str(middle + 60), "-w", "/dev/null"], capture_output=True)
+    if probe.returncode != 0:
+        middle = int(os.path.basename(segment_paths[len(segment_paths) // 2]).split(".")[0])
     minute = ["--begin", str(middle), "--end", str(middle + 60)]
     overlapping = [path for path in segment_paths if middle - 60 <= int(os.path.basename(path).split(".")[0]) < middle + 60]
-    window_time = timed(extract + minute + ["host", host], args.runs)
+    window_time = timed(extract + minute + ["host", host], args.runs, allowed=(0, 1))
     window_baseline = statistics.median(tcpdump_over(overlapping, tcpdump_host) for _ in range(args.runs))
-    report.append(("Selective: host, one-minute window", window_time, f"tcpdump over {len(overlapping)} overlapping segments {window_baseline:.3f} s, speedup {window_baseline / window_time:.1f}x"))
+    report.append(("Selective: host, one-minute window", window_time, f"tcpdump over {len(overlapping)} overlapping segment{'s' if len(overlapping) != 1 else ''} {window_baseline:.3f} s, speedup {window_baseline / window_time:.1f}x"))
 
     # The same queries through the HTTP API: the server keeps the index open
     # between requests, as it does for ntopng, and no process starts per query.
@@ -289,8 +380,8 @@ def main():
         if fixed_host != host:
             served_fixed = server.timed(pcap_path(first_s, last_s, f"host {fixed_host}"), args.runs)
             report.append((f"Selective over HTTP: host {fixed_host}, whole trace", served_fixed, f"speedup {fixed_baseline / served_fixed:.1f}x over tcpdump"))
-        served_port = server.timed(pcap_path(first_s, last_s, f"host {host} and port 443"), args.runs)
-        report.append(("Selective over HTTP: host and port 443", served_port, f"speedup {baseline_port / served_port:.1f}x over tcpdump"))
+        served_port = server.timed(pcap_path(first_s, last_s, f"host {host} and port {port}"), args.runs)
+        report.append((f"Selective over HTTP: host and port {port}", served_port, f"speedup {baseline_port / served_port:.1f}x over tcpdump"))
         served_window = server.timed(pcap_path(middle, middle + 60, f"host {host}"), args.runs)
         report.append(("Selective over HTTP: host, one-minute window", served_window, f"speedup {window_baseline / served_window:.1f}x over tcpdump"))
     finally:
@@ -298,22 +389,26 @@ def main():
 
     # 3. Broad extraction versus cat of an output of the same size.
     broad_file = os.path.join(work, "broad.pcap")
-    broad = timed([pktvault, "extract", "--data-dir", data, "-w", broad_file] + window_all + ["tcp"], args.runs, setup=new_file(broad_file))
-    cat_target = "/dev/null" if args.low_disk else os.path.join(work, "cat.pcap")
-    cat_setup = flush_writes if args.low_disk else new_file(cat_target)
-    cat = timed(["sh", "-c", f"cat {broad_file} > {cat_target}"], args.runs, setup=cat_setup)
+    broad = timed([pktvault, "extract", "--data-dir", data, "-w", broad_file] + window_all + ["tcp"], args.runs, setup=new_file(broad_file), allowed=(0, 1))
     broad_rss = peak_rss_kib([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"])
-    cat_name = "cat of the output to /dev/null" if args.low_disk else "cat of the same size"
-    report.append((f"Broad: tcp ({os.path.getsize(broad_file) / 1e6:.0f} MB out)", broad, f"{cat_name} {cat:.3f} s, ratio {broad / cat:.1f}"))
-    # Written to /dev/null, so that neither side waits for the page cache to take the output.
-    broad_null = timed([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"], args.runs)
-    cat_null = timed(["sh", "-c", f"cat {broad_file} > /dev/null"], args.runs)
-    report.append(("Broad: tcp, output to /dev/null", broad_null, f"cat of the output to /dev/null {cat_null:.3f} s, ratio {broad_null / cat_null:.1f}"))
-    os.remove(broad_file)
-    if not args.low_disk:
-        os.remove(cat_target)
+    # pktvault writes no file when nothing matched.
+    if not os.path.exists(broad_file):
+        report.append(("Broad: tcp", broad, "no tcp packet in the trace, so there is no output to compare with cat"))
+    else:
+        cat_target = "/dev/null" if args.low_disk else os.path.join(work, "cat.pcap")
+        cat_setup = flush_writes if args.low_disk else new_file(cat_target)
+        cat = timed(["sh", "-c", f"cat {broad_file} > {cat_target}"], args.runs, setup=cat_setup)
+        cat_name = "cat of the output to /dev/null" if args.low_disk else "cat of the same size"
+        report.append((f"Broad: tcp ({os.path.getsize(broad_file) / 1e6:.0f} MB out)", broad, f"{cat_name} {cat:.3f} s, ratio {broad / cat:.1f}"))
+        # Written to /dev/null, so that neither side waits for the page cache to take the output.
+        broad_null = timed([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"], args.runs, allowed=(0, 1))
+        cat_null = timed(["sh", "-c", f"cat {broad_file} > /dev/null"], args.runs)
+        report.append(("Broad: tcp, output to /dev/null", broad_null, f"cat of the output to /dev/null {cat_null:.3f} s, ratio {broad_null / cat_null:.1f}"))
+        os.remove(broad_file)
+        if not args.low_disk:
+            os.remove(cat_target)
 
-    print(f"Trace: {trace_bytes / 1e9:.2f} GB, {packets} packets, {len(segments)} segments; machine: {os.cpu_count()} cores")
+    print(f"Trace: {trace_bytes / 1e9:.2f} GB, {packets} packets, {len(segments)} segment{'s' if len(segments) != 1 else ''}; machine: {os.cpu_count()} cores")
     print()
     print("| Measurement | Median (s) | Comparison |")
     print("|---|---|---|")
