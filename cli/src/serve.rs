@@ -110,12 +110,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = async {
             let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("a SIGTERM handler can be installed");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
+            let signal = tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!("{signal} received; stopping, open downloads get {} s to finish", SHUTDOWN_GRACE.as_secs());
         };
         serve_until(server, shutdown).await;
+        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
