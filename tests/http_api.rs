@@ -593,6 +593,28 @@ fn serve_refuses_a_non_loopback_address_without_users() {
 }
 
 #[test]
+fn serve_logs_its_stop_on_sigterm() {
+    let dir = data_dir_linking(tls_data());
+    let mut server = Server::start(dir.path(), &[]);
+    let pid = libc::pid_t::try_from(server.child.id()).expect("pid fits in pid_t");
+    // SAFETY: kill(2) with the pid of a child this test started and has not reaped yet.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "kill({pid}, SIGTERM) failed: {}", std::io::Error::last_os_error());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("poll pktvault serve") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "pktvault serve did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "pktvault serve exited with {status}");
+    let stderr = server.stderr();
+    assert!(stderr.contains("SIGTERM received; stopping"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
 fn interfaces_status_and_health() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());
