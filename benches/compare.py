@@ -285,8 +285,8 @@ def main():
         sampled = sample_ipv4_hosts(trace)
         sample_packets = max(sum(count for count, _ in sampled.values()) / 2, 1)
 
-        def nearest(wanted):
-            return sorted(sampled, key=lambda address: abs(sampled[address][0] * packets / sample_packets - wanted))[:12]
+        def nearest(expected_packets):
+            return sorted(sampled, key=lambda address: abs(sampled[address][0] * packets / sample_packets - expected_packets))[:12]
 
         for address in nearest(target) + nearest(args.result_packets):
             if address not in counts:

@@ -257,7 +257,7 @@ pub struct SegmentReader {
     /// Per group, whether the caller will read one of its packets. A read
     /// takes the following groups too while they are flagged, up to
     /// [`MAX_READ_BYTES`].
-    wanted_groups: Vec<bool>,
+    candidate_groups: Vec<bool>,
     buffer: Vec<u8>,
     /// Packet number and byte offset in `buffer` of the next record to parse.
     cursor: (u32, usize),
@@ -304,7 +304,7 @@ impl SegmentReader {
             meta,
             positions,
             loaded: None,
-            wanted_groups: Vec::new(),
+            candidate_groups: Vec::new(),
             buffer: Vec::new(),
             cursor: (0, 0),
             last: None,
@@ -330,23 +330,23 @@ impl SegmentReader {
     /// Declares the packets that will be read, in ascending order, so that
     /// dense runs are read in large blocks and sparse packets group by group.
     pub fn set_wanted(&mut self, packets: &RoaringBitmap) {
-        self.wanted_groups = vec![false; self.positions.groups() as usize];
+        self.candidate_groups = vec![false; self.positions.groups() as usize];
         for packet in packets {
-            if let Some(wanted) = self.wanted_groups.get_mut((packet / PACKETS_PER_GROUP) as usize) {
+            if let Some(wanted) = self.candidate_groups.get_mut((packet / PACKETS_PER_GROUP) as usize) {
                 *wanted = true;
             }
         }
     }
 
-    fn group_is_wanted(&self, group: u32) -> bool {
-        self.wanted_groups.get(group as usize).copied().unwrap_or(false)
+    fn is_candidate_group(&self, group: u32) -> bool {
+        self.candidate_groups.get(group as usize).copied().unwrap_or(false)
     }
 
     fn load_group(&mut self, group: u32) -> Result<()> {
         let start = self.group_start(group)?;
         let mut last = group;
         while last + 1 < self.positions.groups()
-            && self.group_is_wanted(last + 1)
+            && self.is_candidate_group(last + 1)
             && self.group_start(last + 2)?.saturating_sub(start) <= MAX_READ_BYTES
         {
             last += 1;

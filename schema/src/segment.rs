@@ -146,10 +146,10 @@ fn damaged_positions(reason: String) -> FormatError {
 /// Encodes a position table from the byte length of each group of
 /// [`crate::PACKETS_PER_GROUP`] records (record headers included).
 ///
-/// Layout: a version byte, the group size (`u8`), the group count (`u32`
-/// LE); then a skip entry for every 64th group, starting with group 0: the
-/// group's file offset (`u64` LE) and where its length starts in the lengths
-/// (`u32` LE); then the lengths, each a LEB128 varint.
+/// Layout: a version byte, the group size (`u8`) and the group count (`u32`
+/// LE). Then comes a skip entry for every 64th group, starting with group 0,
+/// with the group's file offset (`u64` LE) and the position of its length
+/// among the lengths (`u32` LE). The lengths follow, each a LEB128 varint.
 pub fn encode_positions(group_lengths: &[u64]) -> Vec<u8> {
     let skips = group_lengths.len().div_ceil(GROUPS_PER_SKIP as usize);
     let mut lengths = Vec::with_capacity(group_lengths.len() * 2);
@@ -278,10 +278,11 @@ fn damaged_times(reason: String) -> FormatError {
     FormatError::Damaged { what: "time table", reason }
 }
 
-/// Encodes a time table: a version byte, the chunk count (`u32` LE), then
-/// per chunk two LEB128 varints: the difference of its smallest timestamp to
-/// the previous chunk's, zigzag-coded since timestamps may go back (the first
-/// to 0), and its largest timestamp minus its smallest.
+/// Encodes a time table: a version byte and the chunk count (`u32` LE), then
+/// two LEB128 varints per chunk. The first is the difference of the chunk's
+/// smallest timestamp to the previous chunk's (to 0 for the first chunk),
+/// zigzag-coded because timestamps may go back. The second is the chunk's
+/// largest timestamp minus its smallest.
 pub fn encode_times(chunks: &[ChunkTimes]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + chunks.len() * 6);
     out.push(TIME_TABLE_VERSION);
