@@ -13,9 +13,11 @@
 //! give. The index stores and updates one entry per flow and key instead of
 //! one per packet and key.
 
+use hashbrown::HashTable;
 use pktvault_schema::keys::Field;
 use roaring::RoaringBitmap;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHasher};
+use std::hash::Hasher;
 
 use crate::decode::{Decoded, Network, Ports, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_RARP};
 use crate::filter::plan::port_value;
@@ -123,13 +125,19 @@ impl KeyValue {
 ///
 /// Keys are hashed with FxHash rather than SipHash: they come from packet
 /// headers, but a flood of distinct keys costs memory whatever the hash, and
-/// SipHash took a fifth of the import time.
+/// SipHash took a fifth of the import time. The key sets of the flows lie back
+/// to back in one buffer, and each packet stores only its flow id, so a new
+/// flow or packet costs no allocation of its own.
 #[derive(Debug, Default)]
 pub struct SegmentIndex {
-    /// Flow id of each key set, the key set serialized as in [`key_set`].
-    flow_ids: FxHashMap<Box<[u8]>, u32>,
-    /// Packet numbers of each flow, ascending.
-    flow_packets: Vec<Vec<u32>>,
+    /// Flow ids, found by the hash of their key set.
+    flows: HashTable<u32>,
+    /// Key sets of the flows, serialized as in [`key_set`], back to back.
+    key_sets: Vec<u8>,
+    /// End of each flow's key set in `key_sets`.
+    key_set_ends: Vec<u32>,
+    /// Flow id of each packet, by packet number.
+    packet_flows: Vec<u32>,
     /// Flow ids of each key.
     bitmaps: FxHashMap<(Field, KeyValue), RoaringBitmap>,
     scratch: Vec<u8>,
@@ -146,18 +154,37 @@ fn key_set(decoded: &Decoded, out: &mut Vec<u8>) {
     });
 }
 
+/// Returns the key set of `flow` from the buffers of a [`SegmentIndex`].
+fn flow_key_set<'a>(key_sets: &'a [u8], key_set_ends: &[u32], flow: u32) -> &'a [u8] {
+    let start = if flow == 0 { 0 } else { key_set_ends[flow as usize - 1] as usize };
+    &key_sets[start..key_set_ends[flow as usize] as usize]
+}
+
+fn hash_key_set(key_set: &[u8]) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(key_set);
+    hasher.finish()
+}
+
 impl SegmentIndex {
-    /// Adds packet number `packet` of the segment to the flow of its keys.
-    /// Packets are numbered in ascending order.
+    /// Adds packet `packet` of the segment to the flow of its keys. Packets
+    /// are added in order of their numbers, starting at 0.
     pub fn add(&mut self, packet: u32, decoded: &Decoded) {
+        debug_assert_eq!(packet as usize, self.packet_flows.len());
         key_set(decoded, &mut self.scratch);
-        if let Some(&flow) = self.flow_ids.get(self.scratch.as_slice()) {
-            self.flow_packets[flow as usize].push(packet);
+        let hash = hash_key_set(&self.scratch);
+        let SegmentIndex { flows, key_sets, key_set_ends, scratch, .. } = self;
+        if let Some(&flow) = flows.find(hash, |&flow| flow_key_set(key_sets, key_set_ends, flow) == scratch.as_slice())
+        {
+            self.packet_flows.push(flow);
             return;
         }
-        let flow = self.flow_packets.len() as u32;
-        self.flow_ids.insert(self.scratch.as_slice().into(), flow);
-        self.flow_packets.push(vec![packet]);
+        let flow = key_set_ends.len() as u32;
+        key_sets.extend_from_slice(scratch);
+        key_set_ends.push(key_sets.len() as u32);
+        let (key_sets, key_set_ends) = (&*key_sets, &*key_set_ends);
+        flows.insert_unique(hash, flow, |&flow| hash_key_set(flow_key_set(key_sets, key_set_ends, flow)));
+        self.packet_flows.push(flow);
         let bitmaps = &mut self.bitmaps;
         for_each_key(decoded, |field, value| {
             let bitmap = bitmaps.entry((field, KeyValue::new(value))).or_default();
@@ -179,7 +206,7 @@ impl SegmentIndex {
 
     /// Number of flows.
     pub fn flow_count(&self) -> u32 {
-        self.flow_packets.len() as u32
+        self.key_set_ends.len() as u32
     }
 
     /// Returns the keys with copies of their flow bitmaps, optimized for storage.
@@ -193,7 +220,7 @@ impl SegmentIndex {
 
     /// Encodes the packet lists of the flows (see [`FlowTable`]).
     pub fn encode_flows(&self) -> Vec<u8> {
-        FlowTable::encode(&self.flow_packets)
+        FlowTable::encode(&self.packet_flows, self.flow_count())
     }
 
     /// Returns the flow bitmap of a key, for reading an open segment.
@@ -237,13 +264,30 @@ pub struct FlowTable<B = Vec<u8>> {
 const FLOW_TABLE_HEADER: usize = 9;
 
 impl FlowTable {
-    pub(crate) fn encode(flow_packets: &[Vec<u32>]) -> Vec<u8> {
-        let packets: usize = flow_packets.iter().map(Vec::len).sum();
-        let mut ends = Vec::with_capacity(flow_packets.len() * 4);
+    /// Encodes the table of `flows` flows where packet `n` belongs to flow
+    /// `packet_flows[n]`.
+    pub(crate) fn encode(packet_flows: &[u32], flows: u32) -> Vec<u8> {
+        let packets = packet_flows.len();
+        // Counting sort of the packet numbers by flow; each flow's packets
+        // stay ascending.
+        let mut starts = vec![0u32; flows as usize + 1];
+        for &flow in packet_flows {
+            starts[flow as usize + 1] += 1;
+        }
+        for flow in 0..flows as usize {
+            starts[flow + 1] += starts[flow];
+        }
+        let mut next = starts.clone();
+        let mut by_flow = vec![0u32; packets];
+        for (packet, &flow) in packet_flows.iter().enumerate() {
+            by_flow[next[flow as usize] as usize] = packet as u32;
+            next[flow as usize] += 1;
+        }
+        let mut ends = Vec::with_capacity(flows as usize * 4);
         let mut lists = Vec::with_capacity(packets * 2);
-        for list in flow_packets {
+        for flow in 0..flows as usize {
             let mut previous = 0u32;
-            for &packet in list {
+            for &packet in &by_flow[starts[flow] as usize..starts[flow + 1] as usize] {
                 let mut delta = packet - previous;
                 previous = packet;
                 while delta >= 0x80 {
@@ -256,7 +300,7 @@ impl FlowTable {
         }
         let mut bytes = Vec::with_capacity(FLOW_TABLE_HEADER + ends.len() + lists.len());
         bytes.push(FLOW_TABLE_VERSION);
-        bytes.extend_from_slice(&(flow_packets.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&flows.to_le_bytes());
         bytes.extend_from_slice(&(packets as u32).to_le_bytes());
         bytes.extend_from_slice(&ends);
         bytes.extend_from_slice(&lists);
@@ -368,6 +412,18 @@ impl<B: AsRef<[u8]>> FlowTable<B> {
 mod tests {
     use super::*;
 
+    /// Encodes a table from the packet lists of its flows.
+    fn encode_lists(lists: &[Vec<u32>]) -> Vec<u8> {
+        let packets: usize = lists.iter().map(Vec::len).sum();
+        let mut packet_flows = vec![u32::MAX; packets];
+        for (flow, list) in lists.iter().enumerate() {
+            for &packet in list {
+                packet_flows[packet as usize] = flow as u32;
+            }
+        }
+        FlowTable::encode(&packet_flows, lists.len() as u32)
+    }
+
     #[test]
     fn flow_table_round_trip() {
         // Flow 0 has a gap that needs a three-byte varint; the others gaps of 3.
@@ -375,7 +431,7 @@ mod tests {
         for packet in 1..99_999u32 {
             lists[1 + (packet % 3) as usize].push(packet);
         }
-        let table = FlowTable::decode(FlowTable::encode(&lists)).unwrap();
+        let table = FlowTable::decode(encode_lists(&lists)).unwrap();
         assert_eq!(table.flow_count(), 4);
         let total: usize = lists.iter().map(Vec::len).sum();
         assert_eq!(table.packet_count() as usize, total);
@@ -392,10 +448,10 @@ mod tests {
     fn damaged_flow_tables_are_errors() {
         assert!(FlowTable::decode(vec![1, 2, 0]).is_err());
         assert!(FlowTable::decode(vec![9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        let mut bytes = FlowTable::encode(&[vec![0, 1]]);
+        let mut bytes = FlowTable::encode(&[0, 0], 1);
         bytes.truncate(bytes.len() - 1);
         assert!(FlowTable::decode(bytes).is_err());
-        let table = FlowTable::decode(FlowTable::encode(&[vec![0], vec![1]])).unwrap();
+        let table = FlowTable::decode(FlowTable::encode(&[0, 1], 2)).unwrap();
         assert!(table.packets_of(&[7].into_iter().collect()).is_err());
     }
 }

@@ -20,6 +20,9 @@ use crate::{Error, Result};
 /// hold wanted packets.
 const MAX_READ_BYTES: u64 = 1 << 20;
 
+/// Flushed bytes of a segment after which their writeback is started.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
 /// Bytes of a pcap file header.
 pub const FILE_HEADER_BYTES: u64 = 24;
 /// Bytes of a pcap record header.
@@ -83,6 +86,8 @@ pub struct SegmentWriter {
     bucket_start_ns: u64,
     /// Whether the folder entry of the new file has been made durable.
     synced_dir: bool,
+    /// End of the file bytes whose writeback has been started.
+    writeback_started: u64,
 }
 
 impl SegmentWriter {
@@ -128,6 +133,7 @@ impl SegmentWriter {
             index: SegmentIndex::default(),
             bucket_start_ns: first_ts_ns,
             synced_dir: false,
+            writeback_started: 0,
         })
     }
 
@@ -162,6 +168,7 @@ impl SegmentWriter {
         let needed = RECORD_HEADER_BYTES as usize + data.len();
         if self.file.capacity() - self.file.buffer().len() < needed {
             self.file.flush().map_err(Error::io("cannot write", &self.path))?;
+            self.start_writeback();
         }
         if needed > self.file.capacity() {
             // Larger than the buffer: written directly, as one record or an error.
@@ -200,6 +207,32 @@ impl SegmentWriter {
             meta.snaplen = header.caplen;
         }
         Ok(())
+    }
+
+    /// Asks the kernel to start writing the flushed bytes to disk once
+    /// [`WRITEBACK_BYTES`] have gathered, without waiting for it. The sync when
+    /// the segment is sealed then waits for the last few megabytes only,
+    /// instead of for the whole file.
+    fn start_writeback(&mut self) {
+        // Whole pages only: a page under writeback that the next write
+        // changes can make that write wait until the page is on disk.
+        let flushed = (self.meta.file_bytes - self.file.buffer().len() as u64) & !4095;
+        if flushed.saturating_sub(self.writeback_started) < WRITEBACK_BYTES {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let start = self.writeback_started as libc::off64_t;
+            let length = (flushed - self.writeback_started) as libc::off64_t;
+            // SAFETY: the descriptor belongs to the open file; the call only
+            // reads its arguments. A failure is left to the sync at the seal,
+            // which reports it.
+            unsafe {
+                libc::sync_file_range(self.file.get_ref().as_raw_fd(), start, length, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+        self.writeback_started = flushed;
     }
 
     /// Makes every packet appended so far durable and returns the open
