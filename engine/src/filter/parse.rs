@@ -751,11 +751,88 @@ fn parse_address(text: &str) -> Result<IpAddr, String> {
         return Ok(IpAddr::V6(addr));
     }
     if text.starts_with(|c: char| c.is_ascii_alphabetic()) && !text.contains(':') {
+        let near = near_keywords(text);
+        if !near.is_empty() {
+            let near: Vec<String> = near.iter().map(|keyword| format!("'{keyword}'")).collect();
+            return Err(format!(
+                "'{text}' is neither a keyword nor an IP address; did you mean {}? {SUPPORTED}",
+                near.join(" or ")
+            ));
+        }
         return Err(format!(
             "'{text}' is not an IP address; host names are not resolved when filtering, so give the address; {SUPPORTED}"
         ));
     }
     Err(format!("'{text}' is not a valid IPv4 or IPv6 address"))
+}
+
+/// Words of the filter language, offered when a word that is not one of
+/// them is close to one.
+const KEYWORDS: [&str; 27] = [
+    "host",
+    "net",
+    "port",
+    "portrange",
+    "src",
+    "dst",
+    "ether",
+    "vlan",
+    "mpls",
+    "proto",
+    "ip",
+    "ip6",
+    "arp",
+    "rarp",
+    "tcp",
+    "udp",
+    "sctp",
+    "icmp",
+    "icmp6",
+    "greater",
+    "less",
+    "and",
+    "or",
+    "not",
+    "mask",
+    "gateway",
+    "broadcast",
+];
+
+/// Returns the keywords at the smallest edit distance from `word`, if that
+/// distance is one, or two for words of five letters or more.
+fn near_keywords(word: &str) -> Vec<&'static str> {
+    let word = word.to_ascii_lowercase();
+    let limit = if word.len() >= 5 { 2 } else { 1 };
+    let distances: Vec<(usize, &'static str)> =
+        KEYWORDS.iter().map(|keyword| (edit_distance(&word, keyword), *keyword)).collect();
+    let best = distances.iter().map(|(distance, _)| *distance).min().unwrap_or(usize::MAX);
+    if best == 0 || best > limit {
+        return Vec::new();
+    }
+    distances.into_iter().filter(|(distance, _)| *distance == best).map(|(_, keyword)| keyword).collect()
+}
+
+/// Levenshtein distance, with a swap of two neighbouring letters counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a = a.as_bytes();
+    let b = b.as_bytes();
+    let width = b.len() + 1;
+    let mut table = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            table[i * width + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let substitution = table[(i - 1) * width + j - 1] + usize::from(a[i - 1] != b[j - 1]);
+                let mut best = substitution.min(table[(i - 1) * width + j] + 1).min(table[i * width + j - 1] + 1);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(table[(i - 2) * width + j - 2] + 1);
+                }
+                best
+            };
+        }
+    }
+    table[a.len() * width + b.len()]
 }
 
 /// Parses `a`, `a.b` or `a.b.c` as a /8, /16 or /24 network, and `a.b.c.d` as /32.
@@ -832,6 +909,20 @@ mod tests {
         assert_eq!(parsed("host 192.0.2.1 and 192.0.2.2"), "(host 192.0.2.1 and host 192.0.2.2)");
         assert_eq!(parsed("tcp src port (80 or 443)"), "(tcp src port 80 or tcp src port 443)");
         assert_eq!(parsed("not port 22 and not 53"), "((not port 22) and (not port 53))");
+    }
+
+    #[test]
+    fn misspelled_keywords_are_named() {
+        let message = error("prot 443").message;
+        assert!(message.contains("did you mean 'port' or 'proto'?"), "{message}");
+        let message = error("tcp and dts port 80").message;
+        assert!(message.contains("did you mean 'dst'?"), "{message}");
+        let message = error("hots 192.0.2.1").message;
+        assert!(message.contains("did you mean 'host'?"), "{message}");
+        // A word far from every keyword is taken for a host name.
+        let message = error("gateway1.example").message;
+        assert!(message.contains("host names are not resolved"), "{message}");
+        assert!(!error("router").message.contains("did you mean"));
     }
 
     #[test]
