@@ -208,9 +208,14 @@ impl Exact {
     }
 }
 
-fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractRequest) -> Result<PlannedSegment> {
-    let positions = store.positions(meta)?;
-    let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), positions)?;
+/// Plans the extraction from one segment. Returns `None`, without reading
+/// the segment's position table or opening its file, when no packet of the
+/// segment is a candidate.
+fn plan_segment(
+    store: &InterfaceStore,
+    meta: &SegmentMeta,
+    request: &ExtractRequest,
+) -> Result<Option<PlannedSegment>> {
     let window = request.window;
     let mut in_window = RoaringBitmap::new();
     if window.begin_ns <= meta.min_ts_ns && meta.max_ts_ns < window.end_ns {
@@ -227,27 +232,33 @@ fn plan_segment(store: &InterfaceStore, meta: &SegmentMeta, request: &ExtractReq
     let (candidates, exact) = match &request.selection {
         Selection::All => (in_window, Exact::All),
         Selection::Native(expr) => {
-            let bitmaps = store.bitmaps(meta)?;
+            let bitmaps = store.bitmaps(meta);
             let plan = plan(expr, &bitmaps)?;
+            let candidates = bitmaps.packets_of(&plan.candidates)? & in_window;
             let exact = if plan.exact == plan.candidates {
                 Exact::All
-            } else if plan.exact.is_empty() {
+            } else if plan.exact.is_empty() || candidates.is_empty() {
                 Exact::None
             } else {
                 Exact::Some(bitmaps.packets_of(&plan.exact)?)
             };
-            (bitmaps.packets_of(&plan.candidates)? & in_window, exact)
+            (candidates, exact)
         }
         // libpcap decides every packet: its filters read fields the index does not cover.
         Selection::Bpf(filter) => match filter.pruning_expr(meta.linktype) {
             Some(expr) => {
-                let bitmaps = store.bitmaps(meta)?;
+                let bitmaps = store.bitmaps(meta);
                 (bitmaps.packets_of(&monotone_candidates(&expr, &bitmaps)?)? & in_window, Exact::None)
             }
             None => (in_window, Exact::None),
         },
     };
-    Ok(PlannedSegment { reader, candidates, exact })
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let positions = store.positions(meta)?;
+    let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), positions)?;
+    Ok(Some(PlannedSegment { reader, candidates, exact }))
 }
 
 /// An extracted packet waiting in the merge.
@@ -531,7 +542,7 @@ fn select_segments(
         }
         let mut with_candidates: BTreeMap<u32, u64> = BTreeMap::new();
         for meta in &overlapping {
-            if !plan_segment(store, meta, request)?.candidates.is_empty() {
+            if plan_segment(store, meta, request)?.is_some() {
                 *with_candidates.entry(meta.linktype).or_default() += 1;
             }
         }
@@ -634,7 +645,10 @@ pub fn extract_to(
                 break;
             }
             let meta = unopened.next().expect("peeked");
-            let planned = plan_segment(store, &meta, request)?;
+            let Some(planned) = plan_segment(store, &meta, request)? else {
+                control.segments_done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
             stats.segments_read += 1;
             let mut stream = SegmentStream::new(planned, request, &mut stats, control)?;
             if let Some((ts_ns, packet, pending)) = stream.next_packet(request, &mut stats, control)? {

@@ -27,7 +27,7 @@ use crate::Error;
 /// Flow bitmaps of one segment.
 pub trait BitmapSource {
     /// Number of flows in the segment; flow ids are `0..flow_count`.
-    fn flow_count(&self) -> u32;
+    fn flow_count(&self) -> Result<u32, Error>;
     /// Returns the flow bitmap of `field` = `value`, empty when absent.
     fn bitmap(&self, field: Field, value: &[u8]) -> Result<RoaringBitmap, Error>;
     /// Returns the union of the bitmaps of `field` with values in `first..=last`
@@ -40,10 +40,10 @@ struct Bounds {
     lower: RoaringBitmap,
 }
 
-fn all_flows(source: &dyn BitmapSource) -> RoaringBitmap {
+fn all_flows(source: &dyn BitmapSource) -> Result<RoaringBitmap, Error> {
     let mut all = RoaringBitmap::new();
-    all.insert_range(0..source.flow_count());
-    all
+    all.insert_range(0..source.flow_count()?);
+    Ok(all)
 }
 
 /// Returns the flows of the segment whose packets may match `expr`.
@@ -86,10 +86,10 @@ fn monotone(expr: &Expr, source: &dyn BitmapSource, truncated: &RoaringBitmap) -
     Ok(match expr {
         Expr::And(left, right) => monotone(left, source, truncated)? & monotone(right, source, truncated)?,
         Expr::Or(left, right) => monotone(left, source, truncated)? | monotone(right, source, truncated)?,
-        Expr::Not(_) => all_flows(source),
+        Expr::Not(_) => all_flows(source)?,
         Expr::Prim(primitive) => match primitive_bitmap(primitive, source)? {
             Some(bitmap) => bitmap | truncated,
-            None => all_flows(source),
+            None => all_flows(source)?,
         },
     })
 }
@@ -108,12 +108,12 @@ fn bounds(expr: &Expr, source: &dyn BitmapSource) -> Result<Bounds, Error> {
         }
         Expr::Not(inner) => {
             let inner = bounds(inner, source)?;
-            let all = all_flows(source);
+            let all = all_flows(source)?;
             Bounds { upper: &all - &inner.lower, lower: all - inner.upper }
         }
         Expr::Prim(primitive) => match primitive_bitmap(primitive, source)? {
             Some(bitmap) => Bounds { upper: bitmap.clone(), lower: bitmap },
-            None => Bounds { upper: all_flows(source), lower: RoaringBitmap::new() },
+            None => Bounds { upper: all_flows(source)?, lower: RoaringBitmap::new() },
         },
     })
 }
