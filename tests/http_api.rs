@@ -615,6 +615,33 @@ fn serve_logs_its_stop_on_sigterm() {
 }
 
 #[test]
+fn access_log_names_each_request() {
+    let dir = data_dir_linking(tls_data());
+    with_user(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(get(&server, "/api/v1/interfaces?verbose=1").status(), 200);
+    let wrong = client().get(server.url("/api/v1/interfaces")).basic_auth(USER, Some("wrong password")).send().unwrap();
+    assert_eq!(wrong.status(), 401);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let stderr = server.stderr();
+        let lines: Vec<String> = stderr.lines().filter(|line| line.contains("pktvault::access")).map(String::from).collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("method=GET"), "{}", lines[0]);
+    assert!(lines[0].contains("uri=/api/v1/interfaces?verbose=1"), "{}", lines[0]);
+    assert!(lines[0].contains("status=200"), "{}", lines[0]);
+    assert!(lines[0].contains(&format!("user=\"{USER}\"")), "{}", lines[0]);
+    assert!(lines[1].contains("status=401"), "{}", lines[1]);
+    assert!(lines[1].contains("user=\"-\""), "{}", lines[1]);
+    assert!(!lines[1].contains("wrong password"), "{}", lines[1]);
+}
+
+#[test]
 fn interfaces_status_and_health() {
     let dir = data_dir_linking(tls_data());
     with_user(dir.path());

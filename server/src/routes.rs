@@ -1,6 +1,7 @@
 //! The route table and the request handlers.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -123,14 +124,32 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let started = Instant::now();
     let path = path.as_str().to_string();
+    let uri = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+    let logged_method = method.clone();
+    let mut user = None;
     let result = async {
         let body = read_body(body).await?;
         let mut request = Request { method, path, query, headers, body, user: None };
-        dispatch(&state, &mut request).await
+        let result = dispatch(&state, &mut request).await;
+        user = request.user.take();
+        result
     }
     .await;
-    result.unwrap_or_else(ApiError::into_response)
+    let response = result.unwrap_or_else(ApiError::into_response);
+    // One access-log line per request. A download's body streams after this,
+    // so the time is the time to the response head.
+    tracing::info!(
+        target: "pktvault::access",
+        method = %logged_method,
+        uri = %uri,
+        status = response.status().as_u16(),
+        user = user.as_deref().unwrap_or("-"),
+        head_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
 }
 
 async fn read_body<S, B>(body: S) -> Result<Bytes, ApiError>
