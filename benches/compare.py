@@ -112,7 +112,8 @@ class Server:
 def sample_ipv4_hosts(trace, limit=200_000):
     """Returns {address: (packets, {port: packets})} over the first `limit`
     packets of `trace`, read through tcpdump so that pcapng works too. Reads
-    Ethernet with VLAN tags, Linux cooked capture and raw IP."""
+    Ethernet with VLAN tags, Linux cooked capture (v1 and v2), BSD loopback
+    and raw IP."""
     output = subprocess.run(["tcpdump", "-r", trace, "-c", str(limit), "-w", "-"], capture_output=True).stdout
     if len(output) < 24:
         return {}
@@ -134,6 +135,15 @@ def sample_ipv4_hosts(trace, limit=200_000):
             if frame[14:16] != b"\x08\x00":
                 continue
             start = 16
+        elif linktype == 276:
+            if frame[0:2] != b"\x08\x00":
+                continue
+            start = 20
+        elif linktype in (0, 108):
+            # The address family: host byte order for NULL, network order for LOOP.
+            if 2 not in (int.from_bytes(frame[0:4], "little"), int.from_bytes(frame[0:4], "big")):
+                continue
+            start = 4
         elif linktype in (12, 101, 228):
             start = 0
         else:
@@ -256,6 +266,8 @@ def main():
     status = subprocess.run([pktvault, "status", "--data-dir", data, "--json"], capture_output=True, text=True, check=True)
     facts = json.loads(status.stdout)[0]
     packets = facts["packets"]
+    if not packets or facts.get("first_packet_ns") is None:
+        sys.exit(f"compare.py: the trace {trace} holds no packet; give a larger --bytes or another --input")
     first_s = facts["first_packet_ns"] // 1_000_000_000
     last_s = facts["last_packet_ns"] // 1_000_000_000 + 1
     segments = sorted(os.listdir(os.path.join(data, "0", "pcap")))
@@ -321,7 +333,15 @@ def main():
         if by_port:
             port = max(by_port, key=by_port.get)
     fixed_note = "" if abs(fixed_packets - args.result_packets) <= args.result_packets / 4 else f", the nearest to {args.result_packets} found"
-    tcpdump_host = f"host {host} or (vlan and host {host})"
+    # tcpdump needs 'vlan and' to look inside VLAN tags, which only Ethernet
+    # segments carry; on other link types libpcap rejects 'vlan'.
+    with open(segment_paths[0], "rb") as segment:
+        ethernet = int.from_bytes(segment.read(24)[20:24], "little") & 0xFFFF == 1
+
+    def tcpdump_filter(expression):
+        return f"({expression}) or (vlan and {expression})" if ethernet else expression
+
+    tcpdump_host = tcpdump_filter(f"host {host}")
 
     def tcpdump_over(paths, expression):
         start = time.perf_counter()
@@ -339,14 +359,14 @@ def main():
     if fixed_host != host:
         fixed = timed(extract + window_all + ["host", fixed_host], args.runs, allowed=(0, 1))
         fixed_baseline = statistics.median(
-            tcpdump_over(segment_paths, f"host {fixed_host} or (vlan and host {fixed_host})") for _ in range(args.runs)
+            tcpdump_over(segment_paths, tcpdump_filter(f"host {fixed_host}")) for _ in range(args.runs)
         )
         report.append((f"Selective: host {fixed_host} ({fixed_packets} packets{fixed_note}), whole trace", fixed, f"speedup {fixed_baseline / fixed:.1f}x over tcpdump"))
 
     port_filter = ["host", host, "and", "port", str(port)]
     host_port = timed(extract + window_all + port_filter, args.runs, allowed=(0, 1))
     baseline_port = statistics.median(
-        tcpdump_over(segment_paths, f"(host {host} and port {port}) or (vlan and host {host} and port {port})") for _ in range(args.runs)
+        tcpdump_over(segment_paths, tcpdump_filter(f"host {host} and port {port}")) for _ in range(args.runs)
     )
     report.append((f"Selective: host {host} and port {port}", host_port, f"speedup {baseline_port / host_port:.1f}x over tcpdump"))
 
@@ -391,8 +411,8 @@ def main():
     broad_file = os.path.join(work, "broad.pcap")
     broad = timed([pktvault, "extract", "--data-dir", data, "-w", broad_file] + window_all + ["tcp"], args.runs, setup=new_file(broad_file), allowed=(0, 1))
     broad_rss = peak_rss_kib([pktvault, "extract", "--data-dir", data, "-w", "/dev/null"] + window_all + ["tcp"])
-    # pktvault writes no file when nothing matched.
-    if not os.path.exists(broad_file):
+    # When nothing matched, pktvault writes only the 24-byte pcap header.
+    if not os.path.exists(broad_file) or os.path.getsize(broad_file) <= 24:
         report.append(("Broad: tcp", broad, "no tcp packet in the trace, so there is no output to compare with cat"))
     else:
         cat_target = "/dev/null" if args.low_disk else os.path.join(work, "cat.pcap")
@@ -408,7 +428,13 @@ def main():
         if not args.low_disk:
             os.remove(cat_target)
 
-    print(f"Trace: {trace_bytes / 1e9:.2f} GB, {packets} packets, {len(segments)} segment{'s' if len(segments) != 1 else ''}; machine: {os.cpu_count()} cores")
+    if trace_bytes >= 1e9:
+        size = f"{trace_bytes / 1e9:.2f} GB"
+    elif trace_bytes >= 1e6:
+        size = f"{trace_bytes / 1e6:.1f} MB"
+    else:
+        size = f"{trace_bytes / 1e3:.1f} kB"
+    print(f"Trace: {size}, {packets} packets, {len(segments)} segment{'s' if len(segments) != 1 else ''}; machine: {os.cpu_count()} cores")
     print()
     print("| Measurement | Median (s) | Comparison |")
     print("|---|---|---|")

@@ -625,7 +625,8 @@ fn access_log_names_each_request() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let lines = loop {
         let stderr = server.stderr();
-        let lines: Vec<String> = stderr.lines().filter(|line| line.contains("pktvault::access")).map(String::from).collect();
+        let lines: Vec<String> =
+            stderr.lines().filter(|line| line.contains("pktvault::access")).map(String::from).collect();
         if lines.len() >= 2 || Instant::now() > deadline {
             break lines;
         }

@@ -187,7 +187,17 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
                 "{} packets extracted ({} candidates read from {} segments)",
                 stats.packets, stats.candidates, stats.segments_read
             );
-            Ok(if stats.packets == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            if stats.packets == 0 {
+                let selection =
+                    if filter_text.trim().is_empty() { String::new() } else { format!(" matched '{filter_text}'") };
+                eprintln!(
+                    "pktvault: no packet{selection} between {} and {}; the output holds only the pcap header",
+                    format_epoch_ns(begin_ns),
+                    format_epoch_ns(end_ns)
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Err(ExtractOutcomeError::Empty(err)) => {
             destination.discard();

@@ -146,7 +146,7 @@ where
         uri = %uri,
         status = response.status().as_u16(),
         user = user.as_deref().unwrap_or("-"),
-        head_ms = started.elapsed().as_secs_f64() * 1000.0,
+        head_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
     response

@@ -737,6 +737,9 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let Some((low, high)) = text.split_once('-') else {
         return Err(format!("'{text}' is not a port range; write it as LOW-HIGH, for example 1000-2000"));
     };
+    if low.is_empty() || high.is_empty() {
+        return Err(format!("port range '{text}' lacks an end; write it as LOW-HIGH, for example 1000-2000"));
+    }
     let low = parse_port(low)?;
     let high = parse_port(high)?;
     // libpcap accepts a reversed range and swaps its ends.
@@ -923,6 +926,12 @@ mod tests {
         let message = error("gateway1.example").message;
         assert!(message.contains("host names are not resolved"), "{message}");
         assert!(!error("router").message.contains("did you mean"));
+    }
+
+    #[test]
+    fn port_range_needs_both_ends() {
+        assert!(error("udp portrange 10-").message.contains("lacks an end"));
+        assert!(error("portrange -20").message.contains("lacks an end"));
     }
 
     #[test]
