@@ -130,7 +130,9 @@ impl Destination {
         let mut partial_name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
         partial_name.push(".partial");
         let partial = path.with_file_name(partial_name);
-        let file = File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+        let file = File::create(&partial).with_context(|| {
+            format!("cannot write -w {target} (the output goes to {} until it is complete)", partial.display())
+        })?;
         Ok((Destination::File { path, partial }, Box::new(BufWriter::with_capacity(1 << 20, file))))
     }
 

@@ -129,7 +129,7 @@ struct SegmentArgs {
     /// Start a new segment after this many seconds of packet time.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     segment_seconds: u64,
-    /// Start a new segment before a file would exceed this size (K, M, G suffixes; powers of 1024).
+    /// Start a new segment before a file would exceed this size (K, M, G, T suffixes; powers of 1024).
     #[arg(long, default_value = "256M", value_name = "SIZE")]
     segment_bytes: String,
     /// Keep segment files plus index of the interface within this size (K, M, G, T suffixes);
@@ -173,7 +173,7 @@ pub(crate) struct RecordArgs {
     /// Do not put the interface into promiscuous mode.
     #[arg(long)]
     no_promisc: bool,
-    /// Kernel capture buffer size (K, M, G suffixes).
+    /// Kernel capture buffer size (K, M, G, T suffixes).
     #[arg(long, default_value = "32M", value_name = "SIZE")]
     buffer_size: String,
     /// libpcap filter applied in the kernel; packets it rejects are not recorded.
