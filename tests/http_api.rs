@@ -281,6 +281,34 @@ fn curl_with_the_ntopng_cookie_streams_into_tshark() {
 }
 
 #[test]
+fn serve_falls_back_to_per_request_index() {
+    // The follower index keeps its own log in a folder under TMPDIR. With
+    // TMPDIR a regular file that folder cannot exist, and the server falls
+    // back to opening the index read-only for each request.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    common::import(dir.path(), &[&corpus(TLS)]);
+    let not_a_folder = dir.path().join("tmpdir-is-a-file");
+    std::fs::write(&not_a_folder, b"").unwrap();
+    let server = Server::start_with_env(dir.path(), &[], &[("TMPDIR", &not_a_folder)]);
+    let path = format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}&filter=tcp%20port%20443");
+    let served = expect_pcap(get(&server, &path), "with the per-request index");
+    let again = expect_pcap(get(&server, &path), "second request");
+    assert_eq!(served, again);
+    let stderr = server.stderr();
+    assert!(stderr.contains("opening the index for each request"), "{stderr}");
+
+    let output = Command::new(pktvault_bin())
+        .args(["extract", "--data-dir", dir.path().to_str().unwrap(), "--begin", TLS_BEGIN, "--end", TLS_END])
+        .args(["-w", "-", "tcp port 443"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(read_pcap(&output.stdout).1.len() > 100, "too few packets to compare");
+    assert_eq!(served, output.stdout, "the server's per-request index and the CLI differ");
+}
+
+#[test]
 fn imports_while_serving_are_extractable() {
     // The server keeps the index open between requests; an import made
     // after its first request must still be seen by the next one.

@@ -20,6 +20,11 @@ impl Server {
     /// Starts `pktvault serve --data-dir DATA_DIR --listen 127.0.0.1:0 ARGS...`
     /// and waits until it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_with_env(data_dir, args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the server.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let stderr_path = std::env::temp_dir().join(format!("pktvault-serve-{}-{number}.stderr", std::process::id()));
@@ -27,6 +32,7 @@ impl Server {
         let child = Command::new(pktvault_bin())
             .args(["serve", "--data-dir", data_dir.to_str().expect("UTF-8 path"), "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr_file)
