@@ -96,6 +96,12 @@ fn skipped_note(skipped: u64) -> String {
     }
 }
 
+/// Buffer size of an extraction's output. A broad extraction hands over up
+/// to a reader block (1 MiB) of records in one vectored write. `BufWriter`
+/// passes a write at least as large as its buffer straight to the file, so
+/// with a small buffer most of those records are not copied.
+const OUTPUT_BUFFER_BYTES: usize = 128 << 10;
+
 /// The output of an extraction. A regular file is written under a temporary
 /// name and renamed when complete, so a failed extraction leaves no partial
 /// file. Anything else (a device, FIFO or symbolic link) is written in place,
@@ -112,7 +118,10 @@ impl Destination {
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write a binary pcap to a terminal; use -w FILE, or pipe the output (for example into 'tcpdump -r -')");
             }
-            return Ok((Destination::Stdout, Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))));
+            return Ok((
+                Destination::Stdout,
+                Box::new(BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, std::io::stdout().lock())),
+            ));
         }
         let path = PathBuf::from(target);
         match std::fs::symlink_metadata(&path) {
@@ -123,7 +132,7 @@ impl Destination {
                     .truncate(true)
                     .open(&path)
                     .with_context(|| format!("cannot open {}", path.display()))?;
-                return Ok((Destination::Special, Box::new(BufWriter::with_capacity(1 << 20, file))));
+                return Ok((Destination::Special, Box::new(BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, file))));
             }
             _ => {}
         }
@@ -133,7 +142,7 @@ impl Destination {
         let file = File::create(&partial).with_context(|| {
             format!("cannot write -w {target} (the output goes to {} until it is complete)", partial.display())
         })?;
-        Ok((Destination::File { path, partial }, Box::new(BufWriter::with_capacity(1 << 20, file))))
+        Ok((Destination::File { path, partial }, Box::new(BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, file))))
     }
 
     fn commit(&self) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pktvault_schema::time::{format_epoch_ns, TimeWindow, NANOS_PER_SEC};
@@ -96,6 +96,9 @@ impl ExtractControl {
     }
 }
 
+/// Most ranges handed to one vectored write: `IOV_MAX` on Linux.
+const MAX_RUNS_PER_WRITE: usize = 1024;
+
 /// Receives the pcap an extraction produces: one file header, then whole
 /// records. [`extract_to`] calls `header` only once the request is known to
 /// succeed, so a sink that has seen no header may still return an error response.
@@ -120,6 +123,15 @@ pub trait PcapSink {
             Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the last record is incomplete"))
         }
     }
+
+    /// Writes the whole records in each range of `buffer`, in order. The
+    /// default passes each range to [`PcapSink::records`].
+    fn records_vectored(&mut self, buffer: &[u8], runs: &[std::ops::Range<usize>]) -> std::io::Result<()> {
+        for run in runs {
+            self.records(&buffer[run.clone()])?;
+        }
+        Ok(())
+    }
 }
 
 /// A [`PcapSink`] that writes one pcap byte stream.
@@ -141,6 +153,23 @@ impl<W: Write> PcapSink for WriteSink<W> {
 
     fn records(&mut self, records: &[u8]) -> std::io::Result<()> {
         self.0.write_all(records)
+    }
+
+    /// Hands the ranges to the writer in one vectored write, so a writer
+    /// that passes large writes through (a `BufWriter` does) writes them
+    /// to the file without copying them into its buffer first.
+    fn records_vectored(&mut self, buffer: &[u8], runs: &[std::ops::Range<usize>]) -> std::io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = runs.iter().map(|run| IoSlice::new(&buffer[run.clone()])).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.0.write_vectored(slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(written) => IoSlice::advance_slices(&mut slices, written),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -396,16 +425,17 @@ impl SegmentStream {
         let monotonic = self.planned.reader.meta().monotonic;
         let linktype = self.planned.reader.meta().linktype;
         let raw = resolution == output.resolution;
-        // Byte range in the reader's buffer of adjacent matches not yet written.
-        let mut run: Option<std::ops::Range<usize>> = None;
+        // Byte ranges in the reader's buffer of matches not yet written, one
+        // range per run of adjacent matches. They are written before the
+        // reader loads other bytes into its buffer.
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
         for packet in self.next.by_ref() {
             if control.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            if !self.planned.reader.is_loaded(packet) {
-                if let Some(range) = run.take() {
-                    output.write_records(&self.planned.reader.buffer()[range])?;
-                }
+            if !runs.is_empty() && (!self.planned.reader.is_loaded(packet) || runs.len() >= MAX_RUNS_PER_WRITE) {
+                output.write_runs(self.planned.reader.buffer(), &runs)?;
+                runs.clear();
             }
             stats.candidates += 1;
             let (header, data) = self.planned.reader.packet(packet)?;
@@ -418,22 +448,18 @@ impl SegmentStream {
             }
             if raw {
                 let record = self.planned.reader.last_record().expect("a record was just read");
-                run = match run.take() {
-                    Some(range) if range.end == record.start => Some(range.start..record.end),
-                    Some(range) => {
-                        output.write_records(&self.planned.reader.buffer()[range])?;
-                        Some(record)
-                    }
-                    None => Some(record),
-                };
+                match runs.last_mut() {
+                    Some(range) if range.end == record.start => range.end = record.end,
+                    _ => runs.push(record),
+                }
             } else {
                 output.write(header, resolution, data)?;
             }
             stats.packets += 1;
             output.report(stats, control);
         }
-        if let Some(range) = run.take() {
-            output.write_records(&self.planned.reader.buffer()[range])?;
+        if !runs.is_empty() {
+            output.write_runs(self.planned.reader.buffer(), &runs)?;
         }
         Ok(())
     }
@@ -476,9 +502,9 @@ impl<'a> PcapOutput<'a> {
     }
 
     /// Writes whole records already in the output's format.
-    fn write_records(&mut self, records: &[u8]) -> Result<()> {
-        self.sink.records(records).map_err(output_error)?;
-        self.bytes += records.len() as u64;
+    fn write_runs(&mut self, buffer: &[u8], runs: &[std::ops::Range<usize>]) -> Result<()> {
+        self.sink.records_vectored(buffer, runs).map_err(output_error)?;
+        self.bytes += runs.iter().map(|run| run.len() as u64).sum::<u64>();
         Ok(())
     }
 
