@@ -802,40 +802,18 @@ const KEYWORDS: [&str; 27] = [
 ];
 
 /// Returns the keywords at the smallest edit distance from `word`, if that
-/// distance is one, or two for words of five letters or more.
+/// distance is one, or two for words of five letters or more. A swap of two
+/// neighbouring letters counts as one edit.
 fn near_keywords(word: &str) -> Vec<&'static str> {
     let word = word.to_ascii_lowercase();
     let limit = if word.len() >= 5 { 2 } else { 1 };
     let distances: Vec<(usize, &'static str)> =
-        KEYWORDS.iter().map(|keyword| (edit_distance(&word, keyword), *keyword)).collect();
+        KEYWORDS.iter().map(|keyword| (strsim::osa_distance(&word, keyword), *keyword)).collect();
     let best = distances.iter().map(|(distance, _)| *distance).min().unwrap_or(usize::MAX);
     if best == 0 || best > limit {
         return Vec::new();
     }
     distances.into_iter().filter(|(distance, _)| *distance == best).map(|(_, keyword)| keyword).collect()
-}
-
-/// Levenshtein distance, with a swap of two neighbouring letters counted as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a = a.as_bytes();
-    let b = b.as_bytes();
-    let width = b.len() + 1;
-    let mut table = vec![0usize; (a.len() + 1) * width];
-    for i in 0..=a.len() {
-        for j in 0..=b.len() {
-            table[i * width + j] = if i == 0 || j == 0 {
-                i + j
-            } else {
-                let substitution = table[(i - 1) * width + j - 1] + usize::from(a[i - 1] != b[j - 1]);
-                let mut best = substitution.min(table[(i - 1) * width + j] + 1).min(table[i * width + j - 1] + 1);
-                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                    best = best.min(table[(i - 2) * width + j - 2] + 1);
-                }
-                best
-            };
-        }
-    }
-    table[a.len() * width + b.len()]
 }
 
 /// Parses `a`, `a.b` or `a.b.c` as a /8, /16 or /24 network, and `a.b.c.d` as /32.
