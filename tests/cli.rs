@@ -770,6 +770,49 @@ fn extract_to(data_dir: &Path, target: &str) -> Output {
 }
 
 #[test]
+fn extract_absent_host_names_filter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    import(&data_dir, &[&corpus("dns_mdns_llmnr.pcap")]);
+    let out_file = dir.path().join("absent.pcap");
+    let data_dir_arg = path_arg(&data_dir);
+    let out_arg = path_arg(&out_file);
+    let output = pktvault(&[
+        "extract",
+        "--data-dir",
+        &data_dir_arg,
+        "--begin",
+        "0",
+        "--end",
+        END_OF_PCAP_TIME,
+        "-w",
+        &out_arg,
+        "host 203.0.113.250",
+    ]);
+    let stderr = stderr_text(&output);
+
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("no packet matched 'host 203.0.113.250' between"), "{stderr}");
+    // No segment has a candidate, so none is opened.
+    assert!(stderr.contains("(0 candidates read from 0 segments)"), "{stderr}");
+    let (_, packets) = read_pcap(&fs::read(&out_file).expect("the output holds the pcap header"));
+    assert!(packets.is_empty());
+}
+
+#[test]
+fn extract_into_missing_folder_names_target() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    import(&data_dir, &[&corpus("dns_mdns_llmnr.pcap")]);
+    let target = dir.path().join("missing").join("out.pcap");
+    let output = extract_to(&data_dir, &path_arg(&target));
+    let stderr = stderr_text(&output);
+
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains(&format!("cannot write -w {}", target.display())), "{stderr}");
+}
+
+#[test]
 fn extract_writes_through_special_files() {
     use std::os::unix::fs::FileTypeExt;
 

@@ -469,3 +469,37 @@ impl BitmapSource for SegmentIndex {
         Ok(SegmentIndex::union_range(self, field, first, last))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns the lines of `section` in the OPTIONS file RocksDB wrote last.
+    fn options_section(index_path: &Path, section: &str) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(index_path)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .collect();
+        files.sort();
+        let text = std::fs::read_to_string(files.last().expect("an OPTIONS file")).unwrap();
+        text.lines()
+            .skip_while(|line| line.trim() != section)
+            .skip(1)
+            .take_while(|line| !line.trim_start().starts_with('['))
+            .map(|line| line.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn bitmap_family_gets_table_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
+        let lines = options_section(&store.index_path, "[TableOptions/BlockBasedTable \"default\"]");
+        assert!(!lines.is_empty(), "no table options for the default column family");
+        assert!(lines.iter().any(|line| line == "filter_policy=bloomfilter"), "{lines:?}");
+        let lines = options_section(&store.index_path, "[CFOptions \"default\"]");
+        assert!(lines.iter().any(|line| line == "compression=kLZ4Compression"), "{lines:?}");
+        assert!(lines.iter().any(|line| line == "bottommost_compression=kLZ4Compression"), "{lines:?}");
+    }
+}
