@@ -334,7 +334,7 @@ def main():
             port = max(by_port, key=by_port.get)
     fixed_note = "" if abs(fixed_packets - args.result_packets) <= args.result_packets / 4 else f", the nearest to {args.result_packets} found"
     # tcpdump needs 'vlan and' to look inside VLAN tags, which only Ethernet
-    # segments carry; on other link types libpcap rejects 'vlan'.
+    # segments carry. On other link types libpcap rejects 'vlan'.
     with open(segment_paths[0], "rb") as segment:
         ethernet = int.from_bytes(segment.read(24)[20:24], "little") & 0xFFFF == 1
 

@@ -282,9 +282,9 @@ fn curl_with_the_ntopng_cookie_streams_into_tshark() {
 
 #[test]
 fn serve_falls_back_to_per_request_index() {
-    // The follower index keeps its own log in a folder under TMPDIR. With
-    // TMPDIR a regular file that folder cannot exist, and the server falls
-    // back to opening the index read-only for each request.
+    // The follower index keeps its own log in a folder under TMPDIR. When
+    // TMPDIR is a regular file, that folder cannot be created, so the server
+    // falls back to opening the index read-only for each request.
     let dir = tempfile::tempdir().expect("temporary directory");
     common::import(dir.path(), &[&corpus(TLS)]);
     let not_a_folder = dir.path().join("tmpdir-is-a-file");

@@ -96,7 +96,7 @@ impl ExtractControl {
     }
 }
 
-/// Most ranges handed to one vectored write: `IOV_MAX` on Linux.
+/// Maximum number of ranges in one vectored write, `IOV_MAX` on Linux.
 const MAX_RUNS_PER_WRITE: usize = 1024;
 
 /// Receives the pcap an extraction produces: one file header, then whole
@@ -155,9 +155,8 @@ impl<W: Write> PcapSink for WriteSink<W> {
         self.0.write_all(records)
     }
 
-    /// Hands the ranges to the writer in one vectored write, so a writer
-    /// that passes large writes through (a `BufWriter` does) writes them
-    /// to the file without copying them into its buffer first.
+    /// Writes the ranges with vectored writes. A `BufWriter` passes a large
+    /// vectored write straight to its file, so the records skip its buffer.
     fn records_vectored(&mut self, buffer: &[u8], runs: &[std::ops::Range<usize>]) -> std::io::Result<()> {
         let mut slices: Vec<IoSlice<'_>> = runs.iter().map(|run| IoSlice::new(&buffer[run.clone()])).collect();
         let mut slices = &mut slices[..];

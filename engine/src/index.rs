@@ -268,8 +268,8 @@ impl FlowTable {
     /// `packet_flows[n]`.
     pub(crate) fn encode(packet_flows: &[u32], flows: u32) -> Vec<u8> {
         let packets = packet_flows.len();
-        // Counting sort of the packet numbers by flow; each flow's packets
-        // stay ascending.
+        // A counting sort of the packet numbers by flow, which keeps each
+        // flow's packets in ascending order.
         let mut starts = vec![0u32; flows as usize + 1];
         for &flow in packet_flows {
             starts[flow as usize + 1] += 1;

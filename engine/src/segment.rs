@@ -226,8 +226,8 @@ impl SegmentWriter {
             let start = self.writeback_started as libc::off64_t;
             let length = (flushed - self.writeback_started) as libc::off64_t;
             // SAFETY: the descriptor belongs to the open file; the call only
-            // reads its arguments. A failure is left to the sync at the seal,
-            // which reports it.
+            // reads its arguments. A failure is left to the next sync, which
+            // reports it.
             unsafe {
                 libc::sync_file_range(self.file.get_ref().as_raw_fd(), start, length, libc::SYNC_FILE_RANGE_WRITE);
             }

@@ -74,6 +74,8 @@ impl Stores {
             }
             // RocksDB failed where a read-only open may not, for example
             // when a follower's open table files exceed the descriptor limit.
+            // NOTE: no test makes this open fail; the test of the fallback
+            // covers the missing scratch folder above.
             Err(err @ pktvault_engine::Error::Index { .. }) => {
                 tracing::warn!("cannot keep the index of interface {ifid} open: {err}; opening it for each request");
                 Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?))
