@@ -240,10 +240,15 @@ struct Recorded {
 
 const BASE_SECS: u32 = 1_700_000_000;
 
+/// Records `specs` into segments of at most 4 KiB, so that most filters span several segments.
 fn record(specs: &[PacketSpec]) -> Recorded {
+    record_in(specs, SegmentLimits { seconds: 1, bytes: 4096 })
+}
+
+fn record_in(specs: &[PacketSpec], limits: SegmentLimits) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
     let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
-    let mut ingester = Ingester::new(store, SegmentLimits { seconds: 1, bytes: 4096 }).unwrap();
+    let mut ingester = Ingester::new(store, limits).unwrap();
     let mut packets = Vec::new();
     for spec in specs {
         let (data, wire_len) = build(spec);
@@ -319,6 +324,23 @@ proptest! {
             prop_assert!(actual == expected, "filter {} selects the same number of packets but different ones", expr);
             // The filter's text form parses back to the same filter.
             prop_assert_eq!(parse(&expr.to_string()).unwrap(), expr.clone());
+        }
+    }
+
+    /// Segments of thousands of packets and hundreds of flows, whose
+    /// position and flow tables span several pieces.
+    #[test]
+    fn index_path_equals_naive_scan_in_large_segments(
+        specs in prop::collection::vec(packet_strategy(), 2500..4000),
+        filters in prop::collection::vec(expr_strategy(), 4..10),
+        window in window_strategy(),
+    ) {
+        let recorded = record_in(&specs, SegmentLimits { seconds: 3600, bytes: 64 << 20 });
+        for expr in filters {
+            let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
+            let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
+            prop_assert_eq!(actual.len(), expected.len(), "filter {}", expr);
+            prop_assert!(actual == expected, "filter {} selects the same number of packets but different ones", expr);
         }
     }
 

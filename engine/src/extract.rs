@@ -284,7 +284,7 @@ fn plan_segment(
     if candidates.is_empty() {
         return Ok(None);
     }
-    let positions = store.positions(meta)?;
+    let positions = store.positions(meta, &candidates)?;
     let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), positions)?;
     Ok(Some(PlannedSegment { reader, candidates, exact }))
 }

@@ -15,6 +15,8 @@
 
 use hashbrown::HashTable;
 use pktvault_schema::keys::Field;
+use pktvault_schema::segment::{read_varint, write_varint};
+use pktvault_schema::FLOWS_PER_PIECE;
 use roaring::RoaringBitmap;
 use rustc_hash::{FxHashMap, FxHasher};
 use std::hash::Hasher;
@@ -218,9 +220,10 @@ impl SegmentIndex {
         })
     }
 
-    /// Encodes the packet lists of the flows (see [`FlowTable`]).
-    pub fn encode_flows(&self) -> Vec<u8> {
-        FlowTable::encode(&self.packet_flows, self.flow_count())
+    /// Encodes the packet lists of the flows: passes each piece to `visit`
+    /// with its number and returns the header (see [`FlowTableHeader`]).
+    pub fn encode_flows(&self, visit: impl FnMut(u32, &[u8])) -> FlowTableHeader {
+        encode_flow_table(&self.packet_flows, self.flow_count(), visit)
     }
 
     /// Returns the flow bitmap of a key, for reading an open segment.
@@ -244,155 +247,189 @@ impl SegmentIndex {
     }
 }
 
-/// Version byte of an encoded [`FlowTable`].
-const FLOW_TABLE_VERSION: u8 = 1;
+/// Version byte of a flow table's header and of each of its pieces.
+const FLOW_TABLE_VERSION: u8 = 2;
 
-/// The packet lists of a segment's flows, as stored in the index.
-///
-/// Layout: version byte (1), flow count (`u32` LE), packet count (`u32` LE),
-/// then one `u32` LE per flow giving the end of its list relative to the start
-/// of the lists, then the lists. A list is the flow's packet numbers,
-/// ascending, as LEB128 varints of the difference to the previous number (the
-/// first one to 0).
-#[derive(Debug, Clone)]
-pub struct FlowTable<B = Vec<u8>> {
-    bytes: B,
-    flows: u32,
-    packets: u32,
-}
-
+/// Bytes of an encoded [`FlowTableHeader`].
 const FLOW_TABLE_HEADER: usize = 9;
 
-impl FlowTable {
-    /// Encodes the table of `flows` flows where packet `n` belongs to flow
-    /// `packet_flows[n]`.
-    pub(crate) fn encode(packet_flows: &[u32], flows: u32) -> Vec<u8> {
-        let packets = packet_flows.len();
-        // A counting sort of the packet numbers by flow, which keeps each
-        // flow's packets in ascending order.
-        let mut starts = vec![0u32; flows as usize + 1];
-        for &flow in packet_flows {
-            starts[flow as usize + 1] += 1;
-        }
-        for flow in 0..flows as usize {
-            starts[flow + 1] += starts[flow];
-        }
-        let mut next = starts.clone();
-        let mut by_flow = vec![0u32; packets];
-        for (packet, &flow) in packet_flows.iter().enumerate() {
-            by_flow[next[flow as usize] as usize] = packet as u32;
-            next[flow as usize] += 1;
-        }
-        let mut ends = Vec::with_capacity(flows as usize * 4);
-        let mut lists = Vec::with_capacity(packets * 2);
-        for flow in 0..flows as usize {
-            let mut previous = 0u32;
-            for &packet in &by_flow[starts[flow] as usize..starts[flow + 1] as usize] {
-                let mut delta = packet - previous;
-                previous = packet;
-                while delta >= 0x80 {
-                    lists.push((delta as u8) | 0x80);
-                    delta >>= 7;
-                }
-                lists.push(delta as u8);
-            }
-            ends.extend_from_slice(&(lists.len() as u32).to_le_bytes());
-        }
-        let mut bytes = Vec::with_capacity(FLOW_TABLE_HEADER + ends.len() + lists.len());
-        bytes.push(FLOW_TABLE_VERSION);
-        bytes.extend_from_slice(&flows.to_le_bytes());
-        bytes.extend_from_slice(&(packets as u32).to_le_bytes());
-        bytes.extend_from_slice(&ends);
-        bytes.extend_from_slice(&lists);
+/// The header of a segment's flow table, stored apart from its pieces.
+///
+/// A flow table lists the packet numbers of each flow. Its flows are stored
+/// in pieces of [`FLOWS_PER_PIECE`], by flow id, so a query reads the pieces
+/// of the flows it selects and no others. Header layout: version byte (2),
+/// flow count (`u32` LE), packet count (`u32` LE). Piece layout: version
+/// byte (2), then the byte length of each flow's list as a LEB128 varint,
+/// then the lists. A list is the flow's packet numbers, ascending, as LEB128
+/// varints of the difference to the previous number (the first one to 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowTableHeader {
+    pub flows: u32,
+    pub packets: u32,
+}
+
+impl FlowTableHeader {
+    pub fn encode(&self) -> [u8; FLOW_TABLE_HEADER] {
+        let mut bytes = [0u8; FLOW_TABLE_HEADER];
+        bytes[0] = FLOW_TABLE_VERSION;
+        bytes[1..5].copy_from_slice(&self.flows.to_le_bytes());
+        bytes[5..9].copy_from_slice(&self.packets.to_le_bytes());
         bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<FlowTableHeader, String> {
+        if bytes.len() != FLOW_TABLE_HEADER {
+            return Err(format!("the header has {} bytes, not {FLOW_TABLE_HEADER}", bytes.len()));
+        }
+        if bytes[0] != FLOW_TABLE_VERSION {
+            return Err(format!("flow table version {} is not {FLOW_TABLE_VERSION}", bytes[0]));
+        }
+        let flows = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
+        let packets = u32::from_le_bytes(bytes[5..9].try_into().expect("4 bytes"));
+        Ok(FlowTableHeader { flows, packets })
+    }
+
+    /// Number of flows in piece `piece`.
+    fn flows_in_piece(&self, piece: u32) -> u32 {
+        self.flows.saturating_sub(piece.saturating_mul(FLOWS_PER_PIECE)).min(FLOWS_PER_PIECE)
     }
 }
 
-impl<B: AsRef<[u8]>> FlowTable<B> {
-    /// Checks the header and the table of list ends.
-    pub fn decode(bytes: B) -> Result<FlowTable<B>, String> {
-        let slice = bytes.as_ref();
-        if slice.len() < FLOW_TABLE_HEADER {
-            return Err(format!("{} bytes is shorter than the header", slice.len()));
-        }
-        if slice[0] != FLOW_TABLE_VERSION {
-            return Err(format!("flow table version {} is not {FLOW_TABLE_VERSION}", slice[0]));
-        }
-        let flows = u32::from_le_bytes(slice[1..5].try_into().expect("4 bytes"));
-        let packets = u32::from_le_bytes(slice[5..9].try_into().expect("4 bytes"));
-        let lists_start = FLOW_TABLE_HEADER + flows as usize * 4;
-        let length = slice.len();
-        if length < lists_start {
-            return Err(format!("{flows} flows do not fit in {length} bytes"));
-        }
-        let table = FlowTable { bytes, flows, packets };
-        if flows > 0 && table.list_end(flows - 1) > length - lists_start {
-            return Err("the last flow list runs past the end".into());
-        }
-        Ok(table)
+/// Encodes the flow table of `flows` flows where packet `n` belongs to flow
+/// `packet_flows[n]`: passes each piece to `visit` with its number and
+/// returns the header.
+pub(crate) fn encode_flow_table(
+    packet_flows: &[u32],
+    flows: u32,
+    mut visit: impl FnMut(u32, &[u8]),
+) -> FlowTableHeader {
+    let packets = packet_flows.len();
+    // A counting sort of the packet numbers by flow, which keeps each
+    // flow's packets in ascending order.
+    let mut starts = vec![0u32; flows as usize + 1];
+    for &flow in packet_flows {
+        starts[flow as usize + 1] += 1;
     }
-
-    pub fn flow_count(&self) -> u32 {
-        self.flows
+    for flow in 0..flows as usize {
+        starts[flow + 1] += starts[flow];
     }
-
-    pub fn packet_count(&self) -> u32 {
-        self.packets
+    let mut next = starts.clone();
+    let mut by_flow = vec![0u32; packets];
+    for (packet, &flow) in packet_flows.iter().enumerate() {
+        by_flow[next[flow as usize] as usize] = packet as u32;
+        next[flow as usize] += 1;
     }
-
-    fn list_end(&self, flow: u32) -> usize {
-        let at = FLOW_TABLE_HEADER + flow as usize * 4;
-        u32::from_le_bytes(self.bytes.as_ref()[at..at + 4].try_into().expect("4 bytes")) as usize
-    }
-
-    /// Returns the packets of the flows in `flows`; flow ids past the table
-    /// and damaged lists are errors.
-    pub fn packets_of(&self, flows: &RoaringBitmap) -> Result<RoaringBitmap, String> {
-        if flows.len() == u64::from(self.flows) {
-            let mut all = RoaringBitmap::new();
-            all.insert_range(0..self.packets);
-            return Ok(all);
-        }
-        let lists_start = FLOW_TABLE_HEADER + self.flows as usize * 4;
-        let lists = &self.bytes.as_ref()[lists_start..];
-        // One bit per packet of the segment: marking and then walking the
-        // bits costs less than sorting the lists' packets when many flows are chosen.
-        let mut marked = vec![0u64; (self.packets as usize).div_ceil(64)];
-        for flow in flows {
-            if flow >= self.flows {
-                return Err(format!("flow {flow} is past the {} flows of the table", self.flows));
+    let mut lists = Vec::new();
+    let mut piece = Vec::new();
+    let per_piece = FLOWS_PER_PIECE as usize;
+    for first in (0..flows as usize).step_by(per_piece) {
+        let last = (first + per_piece).min(flows as usize);
+        lists.clear();
+        piece.clear();
+        piece.push(FLOW_TABLE_VERSION);
+        for flow in first..last {
+            let list_start = lists.len();
+            let mut previous = 0u32;
+            for &packet in &by_flow[starts[flow] as usize..starts[flow + 1] as usize] {
+                write_varint(&mut lists, u64::from(packet - previous));
+                previous = packet;
             }
-            let start = if flow == 0 { 0 } else { self.list_end(flow - 1) };
-            let end = self.list_end(flow);
-            if start > end || end > lists.len() {
-                return Err(format!("the list of flow {flow} spans bytes {start}..{end}"));
+            write_varint(&mut piece, (lists.len() - list_start) as u64);
+        }
+        piece.extend_from_slice(&lists);
+        visit((first / per_piece) as u32, &piece);
+    }
+    FlowTableHeader { flows, packets: packets as u32 }
+}
+
+/// Returns the piece of the flow table that holds flow `flow`.
+pub fn flow_piece(flow: u32) -> u32 {
+    flow / FLOWS_PER_PIECE
+}
+
+/// The packets of a set of flows, built from flow table pieces.
+pub struct FlowPackets {
+    header: FlowTableHeader,
+    /// One bit per packet of the segment: marking and then walking the bits
+    /// costs less than sorting the lists' packets when many flows are chosen.
+    marked: Vec<u64>,
+}
+
+impl FlowPackets {
+    pub fn new(header: FlowTableHeader) -> FlowPackets {
+        FlowPackets { header, marked: vec![0u64; (header.packets as usize).div_ceil(64)] }
+    }
+
+    /// Adds the packets of `flows`, ascending flow ids held by piece
+    /// `piece`, whose stored bytes are `bytes`. Damaged pieces are errors.
+    pub fn add_piece(&mut self, piece: u32, bytes: &[u8], flows: &[u32]) -> Result<(), String> {
+        let count = self.header.flows_in_piece(piece);
+        if count == 0 {
+            return Err(format!("piece {piece} is past the {} flows of the table", self.header.flows));
+        }
+        match bytes.first() {
+            Some(&FLOW_TABLE_VERSION) => {}
+            Some(&version) => return Err(format!("piece {piece} has version {version}, not {FLOW_TABLE_VERSION}")),
+            None => return Err(format!("piece {piece} is empty")),
+        }
+        let mut pos = 1;
+        let mut ends = [0usize; FLOWS_PER_PIECE as usize];
+        let mut end = 0usize;
+        for slot in ends.iter_mut().take(count as usize) {
+            let length = read_varint(bytes, &mut pos).ok_or_else(|| format!("piece {piece} has a cut list length"))?;
+            end = end.saturating_add(usize::try_from(length).unwrap_or(usize::MAX));
+            *slot = end;
+        }
+        let lists = &bytes[pos..];
+        if end != lists.len() {
+            return Err(format!("piece {piece} lists {end} bytes of packets but holds {}", lists.len()));
+        }
+        let first_flow = piece * FLOWS_PER_PIECE;
+        for &flow in flows {
+            let slot = flow.checked_sub(first_flow).filter(|&slot| slot < count).ok_or_else(|| {
+                format!("flow {flow} is not in piece {piece} of a table with {} flows", self.header.flows)
+            })? as usize;
+            let start = if slot == 0 { 0 } else { ends[slot - 1] };
+            self.add_list(flow, &lists[start..ends[slot]])?;
+        }
+        Ok(())
+    }
+
+    fn add_list(&mut self, flow: u32, list: &[u8]) -> Result<(), String> {
+        let packets = self.header.packets;
+        let mut value = 0u32;
+        let mut delta = 0u32;
+        let mut shift = 0u32;
+        for &byte in list {
+            if shift > 28 {
+                return Err(format!("the list of flow {flow} has an overlong number"));
             }
-            let mut value = 0u32;
-            let mut delta = 0u32;
-            let mut shift = 0u32;
-            for &byte in &lists[start..end] {
-                if shift > 28 {
-                    return Err(format!("the list of flow {flow} has an overlong number"));
+            delta |= u32::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                value = value.wrapping_add(delta);
+                if value >= packets {
+                    return Err(format!("flow {flow} lists packet {value} of {packets}"));
                 }
-                delta |= u32::from(byte & 0x7f) << shift;
-                if byte & 0x80 == 0 {
-                    value = value.wrapping_add(delta);
-                    if value >= self.packets {
-                        return Err(format!("flow {flow} lists packet {value} of {}", self.packets));
-                    }
-                    let (word, bit) = ((value / 64) as usize, value % 64);
-                    if marked[word] & (1 << bit) != 0 {
-                        return Err(format!("packet {value} is listed twice"));
-                    }
-                    marked[word] |= 1 << bit;
-                    delta = 0;
-                    shift = 0;
-                } else {
-                    shift += 7;
+                let (word, bit) = ((value / 64) as usize, value % 64);
+                if self.marked[word] & (1 << bit) != 0 {
+                    return Err(format!("packet {value} is listed twice"));
                 }
+                self.marked[word] |= 1 << bit;
+                delta = 0;
+                shift = 0;
+            } else {
+                shift += 7;
             }
         }
-        let packets = marked.iter().enumerate().flat_map(|(word, &bits)| {
+        if shift != 0 {
+            return Err(format!("the list of flow {flow} ends inside a number"));
+        }
+        Ok(())
+    }
+
+    /// Returns the packets added.
+    pub fn into_bitmap(self) -> RoaringBitmap {
+        let packets = self.marked.iter().enumerate().flat_map(|(word, &bits)| {
             let base = word as u32 * 64;
             let mut bits = bits;
             std::iter::from_fn(move || {
@@ -404,7 +441,7 @@ impl<B: AsRef<[u8]>> FlowTable<B> {
                 Some(base + bit)
             })
         });
-        Ok(RoaringBitmap::from_sorted_iter(packets).expect("bits are walked in ascending order"))
+        RoaringBitmap::from_sorted_iter(packets).expect("bits are walked in ascending order")
     }
 }
 
@@ -413,7 +450,7 @@ mod tests {
     use super::*;
 
     /// Encodes a table from the packet lists of its flows.
-    fn encode_lists(lists: &[Vec<u32>]) -> Vec<u8> {
+    fn encode_lists(lists: &[Vec<u32>]) -> (FlowTableHeader, Vec<Vec<u8>>) {
         let packets: usize = lists.iter().map(Vec::len).sum();
         let mut packet_flows = vec![u32::MAX; packets];
         for (flow, list) in lists.iter().enumerate() {
@@ -421,37 +458,63 @@ mod tests {
                 packet_flows[packet as usize] = flow as u32;
             }
         }
-        FlowTable::encode(&packet_flows, lists.len() as u32)
+        let mut pieces = Vec::new();
+        let header = encode_flow_table(&packet_flows, lists.len() as u32, |number, bytes| {
+            assert_eq!(number as usize, pieces.len());
+            pieces.push(bytes.to_vec());
+        });
+        (header, pieces)
+    }
+
+    /// Returns the packets of `flows` from an encoded table.
+    fn packets_of(header: FlowTableHeader, pieces: &[Vec<u8>], flows: &[u32]) -> Result<Vec<u32>, String> {
+        let mut packets = FlowPackets::new(header);
+        for (piece, bytes) in pieces.iter().enumerate() {
+            let chosen: Vec<u32> = flows.iter().copied().filter(|&flow| flow_piece(flow) == piece as u32).collect();
+            if !chosen.is_empty() {
+                packets.add_piece(piece as u32, bytes, &chosen)?;
+            }
+        }
+        Ok(packets.into_bitmap().into_iter().collect())
     }
 
     #[test]
     fn flow_table_round_trip() {
-        // Flow 0 has a gap that needs a three-byte varint; the others gaps of 3.
-        let mut lists = vec![vec![0, 99_999], Vec::new(), Vec::new(), Vec::new()];
+        // Flow 0 has a gap that needs a three-byte varint; the others gaps of
+        // 70, over three pieces.
+        let mut lists = vec![vec![0, 99_999]; 1];
+        lists.extend(std::iter::repeat_with(Vec::new).take(69));
         for packet in 1..99_999u32 {
-            lists[1 + (packet % 3) as usize].push(packet);
+            lists[1 + (packet % 69) as usize].push(packet);
         }
-        let table = FlowTable::decode(encode_lists(&lists)).unwrap();
-        assert_eq!(table.flow_count(), 4);
+        let (header, pieces) = encode_lists(&lists);
+        assert_eq!(header, FlowTableHeader::decode(&header.encode()).unwrap());
+        assert_eq!(header.flows, 70);
+        assert_eq!(pieces.len(), 3);
         let total: usize = lists.iter().map(Vec::len).sum();
-        assert_eq!(table.packet_count() as usize, total);
-        let chosen: RoaringBitmap = [0, 3].into_iter().collect();
-        let packets: Vec<u32> = table.packets_of(&chosen).unwrap().into_iter().collect();
-        let mut expected: Vec<u32> = lists[0].iter().chain(&lists[3]).copied().collect();
+        assert_eq!(header.packets as usize, total);
+        let chosen = [0, 3, 31, 32, 69];
+        let mut expected: Vec<u32> = chosen.iter().flat_map(|&flow| lists[flow as usize].clone()).collect();
         expected.sort_unstable();
-        assert_eq!(packets, expected);
-        let all: RoaringBitmap = (0..4).collect();
-        assert_eq!(table.packets_of(&all).unwrap().len() as usize, total);
+        assert_eq!(packets_of(header, &pieces, &chosen).unwrap(), expected);
+        let all: Vec<u32> = (0..70).collect();
+        assert_eq!(packets_of(header, &pieces, &all).unwrap().len(), total);
     }
 
     #[test]
     fn damaged_flow_tables_are_errors() {
-        assert!(FlowTable::decode(vec![1, 2, 0]).is_err());
-        assert!(FlowTable::decode(vec![9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        let mut bytes = FlowTable::encode(&[0, 0], 1);
-        bytes.truncate(bytes.len() - 1);
-        assert!(FlowTable::decode(bytes).is_err());
-        let table = FlowTable::decode(FlowTable::encode(&[0, 1], 2)).unwrap();
-        assert!(table.packets_of(&[7].into_iter().collect()).is_err());
+        assert!(FlowTableHeader::decode(&[2, 2, 0]).is_err());
+        assert!(FlowTableHeader::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        let (header, pieces) = encode_lists(&[vec![0, 1], vec![2]]);
+        let mut cut = pieces[0].clone();
+        cut.truncate(cut.len() - 1);
+        assert!(packets_of(header, &[cut], &[0]).is_err());
+        let mut version = pieces[0].clone();
+        version[0] = 1;
+        assert!(packets_of(header, &[version], &[0]).is_err());
+        assert!(FlowPackets::new(header).add_piece(0, &pieces[0], &[7]).is_err(), "flow past the table");
+        assert!(FlowPackets::new(header).add_piece(1, &pieces[0], &[32]).is_err(), "piece past the table");
+        let wrong_count = FlowTableHeader { flows: 2, packets: 2 };
+        assert!(packets_of(wrong_count, &pieces, &[1]).is_err(), "packet past the count");
     }
 }

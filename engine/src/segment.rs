@@ -376,15 +376,19 @@ impl SegmentReader {
     }
 
     fn load_group(&mut self, group: u32) -> Result<()> {
+        // Group starts are looked up in ascending order, which the position
+        // table answers without walking a length twice.
         let start = self.group_start(group)?;
         let mut last = group;
-        while last + 1 < self.positions.groups()
-            && self.is_candidate_group(last + 1)
-            && self.group_start(last + 2)?.saturating_sub(start) <= MAX_READ_BYTES
-        {
+        let mut end = self.group_start(group + 1)?;
+        while last + 1 < self.positions.groups() && self.is_candidate_group(last + 1) {
+            let next_end = self.group_start(last + 2)?;
+            if next_end.saturating_sub(start) > MAX_READ_BYTES {
+                break;
+            }
             last += 1;
+            end = next_end;
         }
-        let end = self.group_start(last + 1)?;
         if end < start || end - start > 1 << 34 {
             return Err(self.damaged(format!("groups {group}..={last} span bytes {start}..{end}")));
         }

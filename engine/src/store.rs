@@ -8,18 +8,19 @@
 //! has a table file of its own, so a listing there would open and decompress a
 //! block of every table file.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pktvault_schema::keys::{self, Field};
-use pktvault_schema::segment::{decode_times, encode_positions, encode_times};
-use pktvault_schema::{ChunkTimes, FormatMarker, PositionTable, SegmentMeta};
+use pktvault_schema::segment::{decode_times, encode_position_pieces, encode_times};
+use pktvault_schema::{ChunkTimes, FormatMarker, PositionTable, SegmentMeta, PACKETS_PER_GROUP};
 use roaring::RoaringBitmap;
 
 use rocksdb::{ColumnFamily, DBPinnableSlice, Options, WriteBatch, WriteOptions, DB};
 
 use crate::filter::plan::BitmapSource;
-use crate::index::{FlowTable, SegmentIndex};
+use crate::index::{flow_piece, FlowPackets, FlowTableHeader, SegmentIndex};
 use crate::{Error, Result};
 
 /// The index and segment folder of one interface.
@@ -272,15 +273,20 @@ impl InterfaceStore {
         Ok(next)
     }
 
-    /// Stores a segment's metadata, position and time tables and bitmaps in
-    /// one synced batch; for an open segment this replaces its previous checkpoint.
+    /// Stores a segment's metadata, position, time and flow tables and
+    /// bitmaps in one synced batch; for an open segment this replaces its
+    /// previous checkpoint. Tables only grow between checkpoints, so every
+    /// piece of the previous checkpoint is replaced.
     pub fn commit_segment(&self, meta: &SegmentMeta, tables: &SegmentTables, index: &SegmentIndex) -> Result<()> {
         let id = meta.segment_id;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.meta_cf(), keys::segment_meta(id), meta.encode());
-        batch.put(keys::segment_positions(id), encode_positions(&tables.group_lengths));
+        encode_position_pieces(&tables.group_lengths, |piece, bytes| {
+            batch.put(keys::position_piece(id, piece), bytes);
+        });
         batch.put(keys::segment_times(id), encode_times(&tables.chunk_times));
-        batch.put(keys::segment_flows(id), index.encode_flows());
+        let header = index.encode_flows(|piece, bytes| batch.put(keys::flow_piece(id, piece), bytes));
+        batch.put(keys::segment_flows(id), header.encode());
         let mut buffer = Vec::new();
         for (field, value, bitmap) in index.optimized_entries() {
             buffer.clear();
@@ -328,10 +334,49 @@ impl InterfaceStore {
         })
     }
 
-    /// Returns a segment's position table.
-    pub fn positions(&self, meta: &SegmentMeta) -> Result<PositionTable> {
-        let bytes = self.table("position table", &keys::segment_positions(meta.segment_id), meta.segment_id)?;
-        PositionTable::decode(bytes, meta.packets, meta.file_bytes).map_err(|source| self.format_error(source))
+    /// Returns a segment's position table with the pieces needed to read
+    /// `packets`, fetched in one batch.
+    pub fn positions(&self, meta: &SegmentMeta, packets: &RoaringBitmap) -> Result<PositionTable> {
+        let mut table =
+            PositionTable::new(meta.packets, meta.file_bytes).map_err(|source| self.format_error(source))?;
+        let mut pieces: Vec<u32> = Vec::new();
+        let mut previous_group = None;
+        for packet in packets {
+            let group = packet / PACKETS_PER_GROUP;
+            if previous_group == Some(group) {
+                continue;
+            }
+            previous_group = Some(group);
+            for piece in table.pieces_of_group(group) {
+                if pieces.last().is_none_or(|&last| last < piece) {
+                    pieces.push(piece);
+                }
+            }
+        }
+        let keys: Vec<_> = pieces.iter().map(|&piece| keys::position_piece(meta.segment_id, piece)).collect();
+        for (piece, value) in pieces.iter().zip(self.multi_get(&keys)) {
+            let bytes = value?.ok_or_else(|| {
+                self.format_error(pktvault_schema::FormatError::Damaged {
+                    what: "position table",
+                    reason: format!("piece {piece} is missing for segment {}", meta.segment_id),
+                })
+            })?;
+            table.add_piece(*piece, &bytes).map_err(|source| self.format_error(source))?;
+        }
+        Ok(table)
+    }
+
+    /// Reads `keys`, sorted, from the default column family in one batch.
+    fn multi_get<'a>(
+        &'a self,
+        keys: &[[u8; keys::PIECE_KEY_BYTES]],
+    ) -> impl Iterator<Item = Result<Option<DBPinnableSlice<'a>>>> + 'a {
+        let family =
+            self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("every store has the default family");
+        self.db
+            .batched_multi_get_cf(&family, keys, true)
+            .into_iter()
+            .map(|value| value.map_err(|source| self.index_error(source)))
     }
 
     /// Returns a segment's time table: the timestamps of each chunk of
@@ -342,28 +387,16 @@ impl InterfaceStore {
     }
 
     /// Returns the stored bitmaps and flow table of a segment. The flow
-    /// table is read when first needed: a filter that selects no flow of the
-    /// segment needs only bitmaps.
+    /// table is read when first needed, and only the pieces of the flows
+    /// asked for: a filter that selects no flow of the segment needs only bitmaps.
     pub fn bitmaps<'a>(&'a self, meta: &SegmentMeta) -> StoredBitmaps<'a> {
-        StoredBitmaps { store: self, segment_id: meta.segment_id, packets: meta.packets, flows: OnceCell::new() }
-    }
-
-    fn flow_table(&self, segment_id: u64, packets: u64) -> Result<FlowTable<DBPinnableSlice<'_>>> {
-        let damaged =
-            |reason: String| self.format_error(pktvault_schema::FormatError::Damaged { what: "flow table", reason });
-        let bytes = self
-            .db
-            .get_pinned(keys::segment_flows(segment_id))
-            .map_err(|source| self.index_error(source))?
-            .ok_or_else(|| damaged(format!("missing for segment {segment_id}")))?;
-        let flows = FlowTable::decode(bytes).map_err(|reason| damaged(format!("segment {segment_id}: {reason}")))?;
-        if u64::from(flows.packet_count()) != packets {
-            return Err(damaged(format!(
-                "segment {segment_id}: the flow table lists {} packets, the segment has {packets}",
-                flows.packet_count(),
-            )));
+        StoredBitmaps {
+            store: self,
+            segment_id: meta.segment_id,
+            packets: meta.packets,
+            header: OnceCell::new(),
+            pieces: RefCell::new(BTreeMap::new()),
         }
-        Ok(flows)
     }
 
     /// Compacts the whole index into as few table files as its size allows.
@@ -386,29 +419,80 @@ pub struct StoredBitmaps<'a> {
     store: &'a InterfaceStore,
     segment_id: u64,
     packets: u64,
-    flows: OnceCell<FlowTable<DBPinnableSlice<'a>>>,
+    header: OnceCell<FlowTableHeader>,
+    /// Flow table pieces read so far, by piece number.
+    pieces: RefCell<BTreeMap<u32, DBPinnableSlice<'a>>>,
 }
 
 impl<'a> StoredBitmaps<'a> {
-    fn flows(&self) -> Result<&FlowTable<DBPinnableSlice<'a>>> {
-        if let Some(flows) = self.flows.get() {
-            return Ok(flows);
+    fn damaged_flows(&self, reason: String) -> Error {
+        self.store.format_error(pktvault_schema::FormatError::Damaged {
+            what: "flow table",
+            reason: format!("segment {}: {reason}", self.segment_id),
+        })
+    }
+
+    fn header(&self) -> Result<FlowTableHeader> {
+        if let Some(header) = self.header.get() {
+            return Ok(*header);
         }
-        let flows = self.store.flow_table(self.segment_id, self.packets)?;
-        Ok(self.flows.get_or_init(|| flows))
+        let bytes = self
+            .store
+            .db
+            .get_pinned(keys::segment_flows(self.segment_id))
+            .map_err(|source| self.store.index_error(source))?
+            .ok_or_else(|| self.damaged_flows("the header is missing".into()))?;
+        let header = FlowTableHeader::decode(&bytes).map_err(|reason| self.damaged_flows(reason))?;
+        if u64::from(header.packets) != self.packets {
+            return Err(self.damaged_flows(format!(
+                "the flow table lists {} packets, the segment has {}",
+                header.packets, self.packets
+            )));
+        }
+        Ok(*self.header.get_or_init(|| header))
     }
 
     /// Returns the packets of the flows in `flows`.
     pub fn packets_of(&self, flows: &RoaringBitmap) -> Result<RoaringBitmap> {
-        if flows.is_empty() {
+        let Some(last) = flows.max() else {
             return Ok(RoaringBitmap::new());
+        };
+        let header = self.header()?;
+        if last >= header.flows {
+            return Err(self.damaged_flows(format!("flow {last} is past the {} flows of the table", header.flows)));
         }
-        self.flows()?.packets_of(flows).map_err(|reason| {
-            self.store.format_error(pktvault_schema::FormatError::Damaged {
-                what: "flow table",
-                reason: format!("segment {}: {reason}", self.segment_id),
-            })
-        })
+        if flows.len() == u64::from(header.flows) {
+            let mut all = RoaringBitmap::new();
+            all.insert_range(0..header.packets);
+            return Ok(all);
+        }
+        let mut pieces = self.pieces.borrow_mut();
+        let mut missing: Vec<u32> = Vec::new();
+        for flow in flows {
+            let piece = flow_piece(flow);
+            if missing.last() != Some(&piece) && !pieces.contains_key(&piece) {
+                missing.push(piece);
+            }
+        }
+        let keys: Vec<_> = missing.iter().map(|&piece| keys::flow_piece(self.segment_id, piece)).collect();
+        for (piece, value) in missing.iter().zip(self.store.multi_get(&keys)) {
+            let bytes = value?.ok_or_else(|| self.damaged_flows(format!("piece {piece} is missing")))?;
+            pieces.insert(*piece, bytes);
+        }
+        let mut packets = FlowPackets::new(header);
+        let mut chosen: Vec<u32> = Vec::new();
+        let mut flows = flows.iter().peekable();
+        while let Some(flow) = flows.next() {
+            chosen.push(flow);
+            let piece = flow_piece(flow);
+            if flows.peek().is_some_and(|&next| flow_piece(next) == piece) {
+                continue;
+            }
+            let bytes = pieces.get(&piece).expect("every piece of the chosen flows was read");
+            packets.add_piece(piece, bytes, &chosen).map_err(|reason| self.damaged_flows(reason))?;
+            chosen.clear();
+        }
+        Ok(packets.into_bitmap())
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<RoaringBitmap> {
@@ -420,7 +504,7 @@ impl<'a> StoredBitmaps<'a> {
 
 impl BitmapSource for StoredBitmaps<'_> {
     fn flow_count(&self) -> Result<u32> {
-        Ok(self.flows()?.flow_count())
+        Ok(self.header()?.flows)
     }
 
     fn bitmap(&self, field: Field, value: &[u8]) -> Result<RoaringBitmap> {

@@ -5,7 +5,9 @@
 //! id. In the default column family every key of a segment starts with
 //! `SEGMENT_PREFIX` and the segment id, so one range delete over
 //! `[segment_start(id), segment_start(id + 1))` drops the segment's position,
-//! time and flow tables and its bitmaps together.
+//! time and flow tables and its bitmaps together. The position and flow
+//! tables are stored in pieces, each under a key of its own, so a query
+//! reads only the pieces of the packets and flows it selects.
 
 /// Key of the [`crate::FormatMarker`].
 pub const FORMAT_KEY: &[u8] = b"F";
@@ -16,14 +18,18 @@ pub const META_CF: &str = "segments";
 /// First byte of every per-segment key in the default column family.
 pub const SEGMENT_PREFIX: u8 = b'S';
 
-/// Sub-key of a segment's position table: where each group of records starts.
+/// Sub-key prefix of a segment's position table pieces; the piece number
+/// (`u32`) follows. A piece says where each of 256 groups of records starts.
 pub const SUB_POSITIONS: u8 = 0x01;
 /// Sub-key prefix of a segment's flow bitmaps; a [`Field`] byte and the value follow.
 pub const SUB_BITMAP: u8 = 0x02;
-/// Sub-key of a segment's flow table: the packet numbers of each flow.
+/// Sub-key of a segment's flow table header: its flow and packet counts.
 pub const SUB_FLOWS: u8 = 0x03;
 /// Sub-key of a segment's time table: the timestamps each chunk spans.
 pub const SUB_TIMES: u8 = 0x04;
+/// Sub-key prefix of a segment's flow table pieces; the piece number (`u32`)
+/// follows. A piece holds the packet numbers of 32 flows.
+pub const SUB_FLOW_PIECES: u8 = 0x05;
 
 /// Indexed packet fields. The numeric value is stored in keys and must not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,11 +93,21 @@ pub fn parse_meta_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
-/// Returns the key of a segment's position table.
-pub fn segment_positions(segment_id: u64) -> Vec<u8> {
-    let mut key = segment_start(segment_id);
-    key.push(SUB_POSITIONS);
+/// Bytes of the key of a table piece.
+pub const PIECE_KEY_BYTES: usize = 14;
+
+fn piece_key(segment_id: u64, sub: u8, piece: u32) -> [u8; PIECE_KEY_BYTES] {
+    let mut key = [0u8; PIECE_KEY_BYTES];
+    key[0] = SEGMENT_PREFIX;
+    key[1..9].copy_from_slice(&segment_id.to_be_bytes());
+    key[9] = sub;
+    key[10..14].copy_from_slice(&piece.to_be_bytes());
     key
+}
+
+/// Returns the key of piece `piece` of a segment's position table.
+pub fn position_piece(segment_id: u64, piece: u32) -> [u8; PIECE_KEY_BYTES] {
+    piece_key(segment_id, SUB_POSITIONS, piece)
 }
 
 /// Returns the key of a segment's time table.
@@ -101,11 +117,16 @@ pub fn segment_times(segment_id: u64) -> Vec<u8> {
     key
 }
 
-/// Returns the key of a segment's flow table.
+/// Returns the key of a segment's flow table header.
 pub fn segment_flows(segment_id: u64) -> Vec<u8> {
     let mut key = segment_start(segment_id);
     key.push(SUB_FLOWS);
     key
+}
+
+/// Returns the key of piece `piece` of a segment's flow table.
+pub fn flow_piece(segment_id: u64, piece: u32) -> [u8; PIECE_KEY_BYTES] {
+    piece_key(segment_id, SUB_FLOW_PIECES, piece)
 }
 
 /// Returns the key prefix of all bitmaps of `field` in a segment.

@@ -16,7 +16,7 @@ pub use segment::{ChunkTimes, PositionTable, SegmentMeta, TsResolution};
 pub const INDEX_MAGIC: &str = "pktvault-index";
 
 /// Version of the index layout that this build writes and reads.
-pub const INDEX_FORMAT_VERSION: u32 = 3;
+pub const INDEX_FORMAT_VERSION: u32 = 4;
 
 /// Number of packets covered by one entry of a segment's time table.
 pub const PACKETS_PER_CHUNK: u32 = 16;
@@ -24,6 +24,14 @@ pub const PACKETS_PER_CHUNK: u32 = 16;
 /// Number of packets covered by one entry of a segment's position table: a
 /// sparse query reads at most this many records to get one packet.
 pub const PACKETS_PER_GROUP: u32 = 4;
+
+/// Number of groups of records in one piece of a position table, the unit
+/// that a query reads from the index.
+pub const GROUPS_PER_PIECE: u32 = 256;
+
+/// Number of flows in one piece of a flow table, the unit that a query
+/// reads from the index.
+pub const FLOWS_PER_PIECE: u32 = 32;
 
 /// Errors raised while decoding stored values.
 #[derive(Debug, thiserror::Error)]

@@ -107,6 +107,7 @@ pub fn write_varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// Reads an unsigned LEB128 varint at `*pos` and moves `*pos` past it.
 /// Returns `None` when the bytes end inside it or it does not fit in a `u64`.
+#[inline]
 pub fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     let mut value = 0u64;
     let mut shift = 0u32;
@@ -130,99 +131,106 @@ pub fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
 /// Bytes of the pcap file header, where the first group starts.
 const FILE_HEADER_BYTES: u64 = 24;
 
-/// Version byte that starts an encoded position table.
-const POSITION_TABLE_VERSION: u8 = 1;
-/// Bytes before the skip entries of a position table: version, packets per group, group count.
-const POSITION_TABLE_HEADER: usize = 6;
-/// Groups between two skip entries of a position table.
-const GROUPS_PER_SKIP: u32 = 64;
-/// Bytes of a skip entry: a file offset (`u64` LE) and a position in the lengths (`u32` LE).
-const SKIP_ENTRY_BYTES: usize = 12;
+/// Version byte that starts each piece of a position table.
+const POSITION_PIECE_VERSION: u8 = 2;
 
 fn damaged_positions(reason: String) -> FormatError {
     FormatError::Damaged { what: "position table", reason }
 }
 
 /// Encodes a position table from the byte length of each group of
-/// [`crate::PACKETS_PER_GROUP`] records (record headers included).
+/// [`crate::PACKETS_PER_GROUP`] records (record headers included), and
+/// passes each piece of [`crate::GROUPS_PER_PIECE`] groups to `visit` with
+/// its number.
 ///
-/// Layout: a version byte, the group size (`u8`) and the group count (`u32`
-/// LE). Then comes a skip entry for every 64th group, starting with group 0,
-/// with the group's file offset (`u64` LE) and the position of its length
-/// among the lengths (`u32` LE). The lengths follow, each a LEB128 varint.
-pub fn encode_positions(group_lengths: &[u64]) -> Vec<u8> {
-    let skips = group_lengths.len().div_ceil(GROUPS_PER_SKIP as usize);
-    let mut lengths = Vec::with_capacity(group_lengths.len() * 2);
-    let mut skip_entries = Vec::with_capacity(skips * SKIP_ENTRY_BYTES);
+/// Layout of a piece: a version byte, the file offset of its first group,
+/// then the length of each of its groups, all LEB128 varints. Every piece
+/// but the last holds [`crate::GROUPS_PER_PIECE`] groups.
+pub fn encode_position_pieces(group_lengths: &[u64], mut visit: impl FnMut(u32, &[u8])) {
+    let mut piece = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize + 8);
     let mut offset = FILE_HEADER_BYTES;
-    for (group, &length) in group_lengths.iter().enumerate() {
-        if group % GROUPS_PER_SKIP as usize == 0 {
-            skip_entries.extend_from_slice(&offset.to_le_bytes());
-            skip_entries.extend_from_slice(&(lengths.len() as u32).to_le_bytes());
+    for (number, lengths) in group_lengths.chunks(crate::GROUPS_PER_PIECE as usize).enumerate() {
+        piece.clear();
+        piece.push(POSITION_PIECE_VERSION);
+        write_varint(&mut piece, offset);
+        for &length in lengths {
+            write_varint(&mut piece, length);
+            offset += length;
         }
-        write_varint(&mut lengths, length);
-        offset += length;
+        visit(number as u32, &piece);
     }
-    let mut out = Vec::with_capacity(POSITION_TABLE_HEADER + skip_entries.len() + lengths.len());
-    out.push(POSITION_TABLE_VERSION);
-    out.push(crate::PACKETS_PER_GROUP as u8);
-    out.extend_from_slice(&(group_lengths.len() as u32).to_le_bytes());
-    out.extend_from_slice(&skip_entries);
-    out.extend_from_slice(&lengths);
-    out
 }
 
 /// The start offsets of the groups of [`crate::PACKETS_PER_GROUP`] records
-/// in a segment file, decoded on demand.
+/// in a segment file, from the pieces of its position table that a reader
+/// loaded.
 ///
-/// A lookup starts from the group's skip entry, or from the previous lookup
-/// when that is nearer, and adds at most 255 lengths, so its cost does not
-/// grow with the segment.
+/// A lookup decodes the group's piece unless it was the piece decoded last,
+/// so lookups in ascending order decode each piece once.
 #[derive(Debug, Clone)]
 pub struct PositionTable {
-    bytes: Vec<u8>,
     groups: u32,
-    /// Start of the lengths in `bytes`.
-    lengths_start: usize,
     /// Size of the segment file: the end of the last group.
     file_bytes: u64,
-    /// A decoded group: its number, the position of its length in `bytes`, and its file offset.
-    cursor: (u32, usize, u64),
+    /// The loaded pieces back to back.
+    bytes: Vec<u8>,
+    /// Per piece, its byte range in `bytes`; empty when it is not loaded.
+    pieces: Vec<(u32, u32)>,
+    /// The piece decoded last and the file offset of each of its groups,
+    /// followed by the end of its last group.
+    decoded: Option<(u32, Vec<u64>)>,
 }
 
 impl PositionTable {
-    /// Checks the header of a stored table for a segment of `packets`
-    /// records and `file_bytes` bytes; lengths are checked as they are decoded.
-    pub fn decode(bytes: Vec<u8>, packets: u64, file_bytes: u64) -> Result<PositionTable, FormatError> {
-        if bytes.len() < POSITION_TABLE_HEADER {
-            return Err(damaged_positions(format!("{} bytes is shorter than the header", bytes.len())));
-        }
-        if bytes[0] != POSITION_TABLE_VERSION {
-            return Err(FormatError::UnsupportedVersion { found: u32::from(bytes[0]) });
-        }
-        if u32::from(bytes[1]) != crate::PACKETS_PER_GROUP {
-            return Err(damaged_positions(format!(
-                "groups of {} packets, this build reads groups of {}",
-                bytes[1],
-                crate::PACKETS_PER_GROUP
-            )));
-        }
-        let groups = u32::from_le_bytes(bytes[2..6].try_into().expect("4 bytes"));
-        let expected = packets.div_ceil(u64::from(crate::PACKETS_PER_GROUP));
-        if u64::from(groups) != expected {
-            return Err(damaged_positions(format!("{groups} groups for {packets} packets")));
-        }
-        let lengths_start = POSITION_TABLE_HEADER + groups.div_ceil(GROUPS_PER_SKIP) as usize * SKIP_ENTRY_BYTES;
-        if bytes.len() < lengths_start {
-            return Err(damaged_positions(format!("{groups} groups need more than {} bytes", bytes.len())));
-        }
-        let cursor = (0, lengths_start, FILE_HEADER_BYTES);
-        Ok(PositionTable { bytes, groups, lengths_start, file_bytes, cursor })
+    /// Returns an empty table for a segment of `packets` records and
+    /// `file_bytes` bytes; [`PositionTable::add_piece`] loads its pieces.
+    pub fn new(packets: u64, file_bytes: u64) -> Result<PositionTable, FormatError> {
+        let groups = u32::try_from(packets.div_ceil(u64::from(crate::PACKETS_PER_GROUP)))
+            .map_err(|_| damaged_positions(format!("{packets} packets are more than a segment holds")))?;
+        let pieces = vec![(0, 0); groups.div_ceil(crate::GROUPS_PER_PIECE) as usize];
+        Ok(PositionTable { groups, file_bytes, bytes: Vec::new(), pieces, decoded: None })
     }
 
     /// Number of groups.
     pub fn groups(&self) -> u32 {
         self.groups
+    }
+
+    /// Number of pieces.
+    pub fn piece_count(&self) -> u32 {
+        self.groups.div_ceil(crate::GROUPS_PER_PIECE)
+    }
+
+    /// Returns the pieces needed to find where `group` starts and ends.
+    pub fn pieces_of_group(&self, group: u32) -> impl Iterator<Item = u32> {
+        let first = group / crate::GROUPS_PER_PIECE;
+        let next = group.saturating_add(1);
+        let second =
+            (next < self.groups && next / crate::GROUPS_PER_PIECE != first).then_some(next / crate::GROUPS_PER_PIECE);
+        std::iter::once(first).chain(second)
+    }
+
+    /// Adds stored piece `piece`. The version is checked here, the lengths
+    /// as they are decoded.
+    pub fn add_piece(&mut self, piece: u32, bytes: &[u8]) -> Result<(), FormatError> {
+        let count = self.piece_count();
+        let slot = self
+            .pieces
+            .get_mut(piece as usize)
+            .ok_or_else(|| damaged_positions(format!("piece {piece} of a table with {count} pieces")))?;
+        match bytes.first() {
+            None => return Err(damaged_positions(format!("piece {piece} is empty"))),
+            Some(&POSITION_PIECE_VERSION) => {}
+            Some(&version) => return Err(FormatError::UnsupportedVersion { found: u32::from(version) }),
+        }
+        let start = self.bytes.len();
+        let end = start + bytes.len();
+        let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(end)) else {
+            return Err(damaged_positions(format!("piece {piece} makes the table longer than 4 GiB")));
+        };
+        *slot = (start, end);
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
     }
 
     /// Returns the byte offset where group `group` starts; `groups()` gives
@@ -234,31 +242,54 @@ impl PositionTable {
         if group == self.groups {
             return Ok(self.file_bytes);
         }
-        let skip = group / GROUPS_PER_SKIP;
-        if self.cursor.0 > group || self.cursor.0 / GROUPS_PER_SKIP != skip {
-            let at = POSITION_TABLE_HEADER + skip as usize * SKIP_ENTRY_BYTES;
-            let offset = u64::from_le_bytes(self.bytes[at..at + 8].try_into().expect("8 bytes"));
-            let position = u32::from_le_bytes(self.bytes[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
-            if offset > self.file_bytes || self.lengths_start.checked_add(position).is_none() {
-                return Err(damaged_positions(format!("skip entry {skip} points past the segment")));
+        let piece = group / crate::GROUPS_PER_PIECE;
+        let first = piece * crate::GROUPS_PER_PIECE;
+        if let Some((decoded, offsets)) = &self.decoded {
+            // The end of a piece's last group is the start of the next piece.
+            if *decoded <= piece {
+                if let Some(&offset) = offsets.get((group - *decoded * crate::GROUPS_PER_PIECE) as usize) {
+                    return Ok(offset);
+                }
             }
-            self.cursor = (skip * GROUPS_PER_SKIP, self.lengths_start + position, offset);
         }
-        let (mut current, mut pos, mut offset) = self.cursor;
-        while current < group {
-            let length = read_varint(&self.bytes, &mut pos)
-                .ok_or_else(|| damaged_positions(format!("the length of group {current} is cut or overlong")))?;
+        let (piece_start, piece_end) = match self.pieces.get(piece as usize) {
+            Some(&(start, end)) if start < end => (start as usize, end as usize),
+            _ => return Err(damaged_positions(format!("piece {piece}, which holds group {group}, was not loaded"))),
+        };
+        let bytes = &self.bytes[piece_start..piece_end];
+        let count = (self.groups - first).min(crate::GROUPS_PER_PIECE);
+        let mut offsets = self.decoded.take().map(|(_, offsets)| offsets).unwrap_or_default();
+        offsets.clear();
+        let mut pos = 1;
+        let mut offset = read_varint(bytes, &mut pos)
+            .ok_or_else(|| damaged_positions(format!("the offset of piece {piece} is cut or overlong")))?;
+        offsets.push(offset);
+        for current in first..first + count {
+            // Most groups are shorter than 16 KiB, two bytes of varint.
+            let length = match bytes.get(pos..pos + 2) {
+                Some(&[low, high]) if high < 0x80 => {
+                    pos += if low < 0x80 { 1 } else { 2 };
+                    if low < 0x80 {
+                        u64::from(low)
+                    } else {
+                        u64::from(low & 0x7f) | u64::from(high) << 7
+                    }
+                }
+                _ => read_varint(bytes, &mut pos)
+                    .ok_or_else(|| damaged_positions(format!("the length of group {current} is cut or overlong")))?,
+            };
             offset = offset.saturating_add(length);
-            current += 1;
+            offsets.push(offset);
         }
         if offset > self.file_bytes {
             return Err(damaged_positions(format!(
-                "group {group} starts at byte {offset}, past the {} bytes of the segment",
+                "piece {piece} ends at byte {offset}, past the {} bytes of the segment",
                 self.file_bytes
             )));
         }
-        self.cursor = (current, pos, offset);
-        Ok(offset)
+        let start = offsets[(group - first) as usize];
+        self.decoded = Some((piece, offsets));
+        Ok(start)
     }
 }
 
@@ -348,40 +379,80 @@ mod tests {
         assert_eq!(read_varint(&[0x80], &mut pos), None);
     }
 
+    /// Returns a table of `lengths` with every piece loaded.
+    fn loaded_table(lengths: &[u64], packets: u64, file_bytes: u64) -> Result<PositionTable, FormatError> {
+        let mut table = PositionTable::new(packets, file_bytes)?;
+        let mut pieces = Vec::new();
+        encode_position_pieces(lengths, |number, bytes| pieces.push((number, bytes.to_vec())));
+        for (number, bytes) in pieces {
+            table.add_piece(number, &bytes)?;
+        }
+        Ok(table)
+    }
+
     #[test]
     fn position_table_gives_group_starts_in_any_order() {
-        // 600 groups cross two skip entries; group 300 is long.
+        // 600 groups cross three pieces; group 300 is long.
         let mut lengths = vec![100u64; 600];
         lengths[300] = 2_000_000;
         let file_bytes = 24 + lengths.iter().sum::<u64>();
         let packets = 4 * 599 + 2;
-        let mut table = PositionTable::decode(encode_positions(&lengths), packets, file_bytes).unwrap();
+        let mut table = loaded_table(&lengths, packets, file_bytes).unwrap();
         assert_eq!(table.groups(), 600);
+        assert_eq!(table.piece_count(), 3);
         let expected = |group: u32| 24 + lengths[..group as usize].iter().sum::<u64>();
-        for group in [1, 299, 300, 301, 599, 0, 513, 256, 255, 12] {
+        for group in [1, 2, 3, 255, 256, 257, 299, 300, 301, 599, 0, 513, 512, 511, 12, 13, 127, 128] {
             assert_eq!(table.start(group).unwrap(), expected(group), "group {group}");
+        }
+        for group in 0..600 {
+            assert_eq!(table.start(group).unwrap(), expected(group), "group {group} in order");
         }
         assert_eq!(table.start(600).unwrap(), file_bytes);
         assert!(table.start(601).is_err());
     }
 
     #[test]
+    fn position_table_reads_only_loaded_pieces() {
+        let lengths = vec![50u64; 800];
+        let file_bytes = 24 + 50 * 800;
+        let mut table = PositionTable::new(3200, file_bytes).unwrap();
+        assert_eq!(table.pieces_of_group(255).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(table.pieces_of_group(256).collect::<Vec<_>>(), [1]);
+        assert_eq!(table.pieces_of_group(799).collect::<Vec<_>>(), [3]);
+        let mut pieces = Vec::new();
+        encode_position_pieces(&lengths, |number, bytes| pieces.push((number, bytes.to_vec())));
+        assert_eq!(pieces.len(), 4);
+        table.add_piece(2, &pieces[2].1).unwrap();
+        assert_eq!(table.start(530).unwrap(), 24 + 50 * 530);
+        let missing = table.start(10).unwrap_err().to_string();
+        assert!(missing.contains("piece 0, which holds group 10, was not loaded"), "{missing}");
+        table.add_piece(0, &pieces[0].1).unwrap();
+        assert_eq!(table.start(10).unwrap(), 24 + 50 * 10);
+        assert!(table.add_piece(4, &pieces[3].1).is_err(), "piece past the table");
+    }
+
+    #[test]
     fn damaged_position_tables_are_errors() {
-        let bytes = encode_positions(&[100, 100]);
-        assert!(PositionTable::decode(bytes.clone(), 9, 224).is_err(), "group count checked against packets");
-        let mut short = PositionTable::decode(bytes.clone(), 8, 150).unwrap();
-        assert!(short.start(1).is_ok());
-        let mut short = PositionTable::decode(bytes.clone(), 8, 120).unwrap();
-        assert!(short.start(1).is_err(), "a group starting past the file is found");
+        let mut pieces = Vec::new();
+        encode_position_pieces(&[100, 100], |number, bytes| pieces.push((number, bytes.to_vec())));
+        let bytes = pieces.pop().unwrap().1;
+        let mut exact = PositionTable::new(8, 224).unwrap();
+        exact.add_piece(0, &bytes).unwrap();
+        assert_eq!(exact.start(1).unwrap(), 124);
+        let mut short = PositionTable::new(8, 150).unwrap();
+        short.add_piece(0, &bytes).unwrap();
+        assert!(short.start(1).is_err(), "a piece ending past the file is found");
         let mut cut = bytes.clone();
         cut.truncate(cut.len() - 2);
-        assert!(PositionTable::decode(cut, 8, 224).unwrap().start(1).is_err());
-        let mut header_only = bytes.clone();
-        header_only.truncate(10);
-        assert!(PositionTable::decode(header_only, 8, 224).is_err());
+        let mut table = PositionTable::new(8, 224).unwrap();
+        table.add_piece(0, &cut).unwrap();
+        assert!(table.start(1).is_err());
+        let mut table = PositionTable::new(8, 224).unwrap();
+        assert!(table.add_piece(0, &[]).is_err());
         let mut version = bytes;
         version[0] = 9;
-        assert!(matches!(PositionTable::decode(version, 8, 224), Err(FormatError::UnsupportedVersion { found: 9 })));
+        assert!(matches!(table.add_piece(0, &version), Err(FormatError::UnsupportedVersion { found: 9 })));
+        assert!(PositionTable::new(u64::MAX, 0).is_err());
     }
 
     #[test]
