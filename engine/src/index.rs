@@ -342,7 +342,7 @@ pub(crate) fn encode_flow_table(
     FlowTableHeader { flows, packets: packets as u32 }
 }
 
-/// Returns the piece of the flow table that holds flow `flow`.
+/// Returns the number of the flow table piece with flow `flow`.
 pub fn flow_piece(flow: u32) -> u32 {
     flow / FLOWS_PER_PIECE
 }
@@ -372,6 +372,8 @@ impl FlowPackets {
             Some(&version) => return Err(format!("piece {piece} has version {version}, not {FLOW_TABLE_VERSION}")),
             None => return Err(format!("piece {piece} is empty")),
         }
+
+        // The end of each flow's list within the lists.
         let mut pos = 1;
         let mut ends = [0usize; FLOWS_PER_PIECE as usize];
         let mut end = 0usize;
@@ -384,6 +386,7 @@ impl FlowPackets {
         if end != lists.len() {
             return Err(format!("piece {piece} lists {end} bytes of packets but holds {}", lists.len()));
         }
+
         let first_flow = piece * FLOWS_PER_PIECE;
         for &flow in flows {
             let slot = flow.checked_sub(first_flow).filter(|&slot| slot < count).ok_or_else(|| {

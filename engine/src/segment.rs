@@ -376,8 +376,8 @@ impl SegmentReader {
     }
 
     fn load_group(&mut self, group: u32) -> Result<()> {
-        // Group starts are looked up in ascending order, which the position
-        // table answers without walking a length twice.
+        // Group starts are looked up in ascending order, so the position
+        // table decodes each piece once.
         let start = self.group_start(group)?;
         let mut last = group;
         let mut end = self.group_start(group + 1)?;
