@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use pktvault_schema::keys::{self, Field};
 use pktvault_schema::segment::{decode_times, encode_position_pieces, encode_times};
-use pktvault_schema::{ChunkTimes, FormatMarker, PositionTable, SegmentMeta, PACKETS_PER_GROUP};
+use pktvault_schema::{ChunkTimes, FormatMarker, PositionTable, SegmentMeta, FLOWS_PER_PIECE, PACKETS_PER_GROUP};
 use roaring::RoaringBitmap;
 
-use rocksdb::{ColumnFamily, DBPinnableSlice, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, Options, WriteBatch, WriteOptions, DB};
 
 use crate::filter::plan::BitmapSource;
 use crate::index::{flow_piece, FlowPackets, FlowTableHeader, SegmentIndex};
@@ -353,30 +353,72 @@ impl InterfaceStore {
                 }
             }
         }
-        let keys: Vec<_> = pieces.iter().map(|&piece| keys::position_piece(meta.segment_id, piece)).collect();
-        for (piece, value) in pieces.iter().zip(self.multi_get(&keys)) {
-            let bytes = value?.ok_or_else(|| {
-                self.format_error(pktvault_schema::FormatError::Damaged {
-                    what: "position table",
-                    reason: format!("piece {piece} is missing for segment {}", meta.segment_id),
-                })
-            })?;
-            table.add_piece(*piece, &bytes).map_err(|source| self.format_error(source))?;
-        }
+        let total = table.piece_count();
+        self.read_pieces(keys::position_piece, meta.segment_id, &pieces, total, |piece, bytes| {
+            table.add_piece(piece, bytes).map_err(|source| self.format_error(source))
+        })
+        .map_err(|missing| match missing {
+            PieceError::Missing(piece) => self.format_error(pktvault_schema::FormatError::Damaged {
+                what: "position table",
+                reason: format!("piece {piece} is missing for segment {}", meta.segment_id),
+            }),
+            PieceError::Other(err) => err,
+        })?;
         Ok(table)
     }
 
-    /// Reads `keys`, sorted, from the default column family in one batch.
-    fn multi_get<'a>(
-        &'a self,
-        keys: &[[u8; keys::PIECE_KEY_BYTES]],
-    ) -> impl Iterator<Item = Result<Option<DBPinnableSlice<'a>>>> + 'a {
-        let family =
-            self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("every store has the default family");
-        self.db
-            .batched_multi_get_cf(&family, keys, true)
-            .into_iter()
-            .map(|value| value.map_err(|source| self.index_error(source)))
+    /// Reads pieces `pieces` (ascending, out of `total`) of a table whose
+    /// keys `key` gives, and passes each to `visit`. When at least three
+    /// quarters of the pieces are wanted they are read with one iterator,
+    /// which costs less per key than a batched lookup; otherwise with one
+    /// batched lookup, which reads only the blocks that hold them.
+    fn read_pieces(
+        &self,
+        key: fn(u64, u32) -> [u8; keys::PIECE_KEY_BYTES],
+        segment_id: u64,
+        pieces: &[u32],
+        total: u32,
+        mut visit: impl FnMut(u32, &[u8]) -> Result<()>,
+    ) -> std::result::Result<(), PieceError> {
+        let (Some(&first), Some(&last)) = (pieces.first(), pieces.last()) else {
+            return Ok(());
+        };
+        if (pieces.len() as u64) * 4 < u64::from(total) * 3 {
+            let keys: Vec<_> = pieces.iter().map(|&piece| key(segment_id, piece)).collect();
+            let family =
+                self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("every store has the default family");
+            for (&piece, value) in pieces.iter().zip(self.db.batched_multi_get_cf(&family, &keys, true)) {
+                let bytes = value.map_err(|source| self.index_error(source))?.ok_or(PieceError::Missing(piece))?;
+                visit(piece, &bytes)?;
+            }
+            return Ok(());
+        }
+        let mut options = rocksdb::ReadOptions::default();
+        let end = key(segment_id, last);
+        options.set_iterate_upper_bound(key(segment_id, last.saturating_add(1)).to_vec());
+        let mut iterator = self.db.raw_iterator_opt(options);
+        iterator.seek(key(segment_id, first));
+        let mut wanted = pieces.iter().copied().peekable();
+        while let (true, Some(&next)) = (iterator.valid(), wanted.peek()) {
+            let stored = iterator.key().expect("valid iterator has a key");
+            if stored.len() != end.len() || stored > end.as_slice() || stored[..10] != end[..10] {
+                break;
+            }
+            let piece = u32::from_be_bytes(stored[10..14].try_into().expect("4 bytes"));
+            if piece > next {
+                return Err(PieceError::Missing(next));
+            }
+            if piece == next {
+                visit(piece, iterator.value().expect("valid iterator has a value"))?;
+                wanted.next();
+            }
+            iterator.next();
+        }
+        iterator.status().map_err(|source| self.index_error(source))?;
+        match wanted.next() {
+            Some(piece) => Err(PieceError::Missing(piece)),
+            None => Ok(()),
+        }
     }
 
     /// Returns a segment's time table: the timestamps of each chunk of
@@ -414,6 +456,19 @@ pub struct SegmentTables {
     pub chunk_times: Vec<ChunkTimes>,
 }
 
+/// Why a table piece could not be read.
+enum PieceError {
+    /// The piece is absent from the index.
+    Missing(u32),
+    Other(Error),
+}
+
+impl From<Error> for PieceError {
+    fn from(err: Error) -> Self {
+        PieceError::Other(err)
+    }
+}
+
 /// The stored flow bitmaps and flow table of one segment.
 pub struct StoredBitmaps<'a> {
     store: &'a InterfaceStore,
@@ -421,7 +476,7 @@ pub struct StoredBitmaps<'a> {
     packets: u64,
     header: OnceCell<FlowTableHeader>,
     /// Flow table pieces read so far, by piece number.
-    pieces: RefCell<BTreeMap<u32, DBPinnableSlice<'a>>>,
+    pieces: RefCell<BTreeMap<u32, Vec<u8>>>,
 }
 
 impl<'a> StoredBitmaps<'a> {
@@ -474,11 +529,16 @@ impl<'a> StoredBitmaps<'a> {
                 missing.push(piece);
             }
         }
-        let keys: Vec<_> = missing.iter().map(|&piece| keys::flow_piece(self.segment_id, piece)).collect();
-        for (piece, value) in missing.iter().zip(self.store.multi_get(&keys)) {
-            let bytes = value?.ok_or_else(|| self.damaged_flows(format!("piece {piece} is missing")))?;
-            pieces.insert(*piece, bytes);
-        }
+        let total = header.flows.div_ceil(FLOWS_PER_PIECE);
+        self.store
+            .read_pieces(keys::flow_piece, self.segment_id, &missing, total, |piece, bytes| {
+                pieces.insert(piece, bytes.to_vec());
+                Ok(())
+            })
+            .map_err(|err| match err {
+                PieceError::Missing(piece) => self.damaged_flows(format!("piece {piece} is missing")),
+                PieceError::Other(err) => err,
+            })?;
         let mut packets = FlowPackets::new(header);
         let mut chosen: Vec<u32> = Vec::new();
         let mut flows = flows.iter().peekable();
@@ -557,6 +617,64 @@ impl BitmapSource for SegmentIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::{Ingester, SegmentLimits, SourcePacket};
+    use pktvault_schema::TsResolution;
+
+    /// Returns an Ethernet frame of a UDP datagram from 10.0.0.`host` port `port` to 192.0.2.1 port 53.
+    fn udp_frame(host: u8, port: u16) -> Vec<u8> {
+        let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+        frame.extend_from_slice(&[0x45, 0, 0, 36, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, host, 192, 0, 2, 1]);
+        frame.extend_from_slice(&port.to_be_bytes());
+        frame.extend_from_slice(&[0, 53, 0, 16, 0, 0]);
+        frame.extend_from_slice(&[0xab; 8]);
+        frame
+    }
+
+    #[test]
+    fn missing_table_pieces_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
+        let mut ingester = Ingester::new(store, SegmentLimits { seconds: 3600, bytes: 64 << 20 }).unwrap();
+        // 4,000 packets in 4 position pieces and 400 flows in 13 flow pieces.
+        for number in 0..4000u32 {
+            let frame = udp_frame((number % 20) as u8, 1000 + (number % 400) as u16);
+            let packet = SourcePacket {
+                ts_sec: 1_700_000_000 + number / 1000,
+                ts_frac: number % 1000,
+                resolution: TsResolution::Micro,
+                wire_len: frame.len() as u32,
+                data: &frame,
+            };
+            ingester.ingest(1, 65535, &packet).unwrap();
+        }
+        let (store, _) = ingester.finish().unwrap();
+        let meta = store.segments().unwrap().remove(0);
+        assert_eq!(meta.packets, 4000);
+        let id = meta.segment_id;
+        store.db.delete(keys::position_piece(id, 1)).unwrap();
+        store.db.delete(keys::flow_piece(id, 2)).unwrap();
+
+        // Every packet: the pieces are read with an iterator.
+        let all: RoaringBitmap = (0..4000).collect();
+        let dense = store.positions(&meta, &all).unwrap_err().to_string();
+        assert!(dense.contains(&format!("piece 1 is missing for segment {id}")), "{dense}");
+        // One packet of group 375, in piece 1: a batched lookup.
+        let sparse = store.positions(&meta, &[1500].into_iter().collect()).unwrap_err().to_string();
+        assert!(sparse.contains(&format!("piece 1 is missing for segment {id}")), "{sparse}");
+        let mut table = store.positions(&meta, &[10, 3999].into_iter().collect()).unwrap();
+        assert!(table.start(2).is_ok() && table.start(999).is_ok());
+
+        let bitmaps = store.bitmaps(&meta);
+        assert_eq!(bitmaps.flow_count().unwrap(), 400);
+        let flows: RoaringBitmap = (64..70).collect();
+        let sparse = bitmaps.packets_of(&flows).unwrap_err().to_string();
+        assert!(sparse.contains("piece 2 is missing"), "{sparse}");
+        let flows: RoaringBitmap = (1..400).collect();
+        let dense = store.bitmaps(&meta).packets_of(&flows).unwrap_err().to_string();
+        assert!(dense.contains("piece 2 is missing"), "{dense}");
+        let flows: RoaringBitmap = [0, 399].into_iter().collect();
+        assert_eq!(store.bitmaps(&meta).packets_of(&flows).unwrap().len(), 20);
+    }
 
     /// Returns the lines of `section` in the OPTIONS file RocksDB wrote last.
     fn options_section(index_path: &Path, section: &str) -> Vec<String> {

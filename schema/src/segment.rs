@@ -134,6 +134,9 @@ const FILE_HEADER_BYTES: u64 = 24;
 /// Version byte that starts each piece of a position table.
 const POSITION_PIECE_VERSION: u8 = 2;
 
+/// Groups between two skip entries of a position table piece.
+const GROUPS_PER_SKIP: u32 = 64;
+
 fn damaged_positions(reason: String) -> FormatError {
     FormatError::Damaged { what: "position table", reason }
 }
@@ -143,21 +146,47 @@ fn damaged_positions(reason: String) -> FormatError {
 /// passes each piece of [`crate::GROUPS_PER_PIECE`] groups to `visit` with
 /// its number.
 ///
-/// Layout of a piece: a version byte, the file offset of its first group,
-/// then the length of each of its groups, all LEB128 varints. Every piece
-/// but the last holds [`crate::GROUPS_PER_PIECE`] groups.
+/// Layout of a piece: a version byte; the file offset of its first group
+/// (LEB128); a skip entry for each later run of 64 groups, with the position
+/// of the run's first length among the lengths (`u16` LE) and the run's
+/// file offset minus the piece's (LEB128); then the length of each group
+/// (LEB128). Every piece but the last holds [`crate::GROUPS_PER_PIECE`] groups.
 pub fn encode_position_pieces(group_lengths: &[u64], mut visit: impl FnMut(u32, &[u8])) {
-    let mut piece = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize + 8);
+    let mut piece = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize + 32);
+    let mut lengths = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize);
     let mut offset = FILE_HEADER_BYTES;
-    for (number, lengths) in group_lengths.chunks(crate::GROUPS_PER_PIECE as usize).enumerate() {
+    for (number, chunk) in group_lengths.chunks(crate::GROUPS_PER_PIECE as usize).enumerate() {
         piece.clear();
+        lengths.clear();
         piece.push(POSITION_PIECE_VERSION);
         write_varint(&mut piece, offset);
-        for &length in lengths {
-            write_varint(&mut piece, length);
+        let piece_offset = offset;
+        for (index, &length) in chunk.iter().enumerate() {
+            if index > 0 && index % GROUPS_PER_SKIP as usize == 0 {
+                piece.extend_from_slice(&(lengths.len() as u16).to_le_bytes());
+                write_varint(&mut piece, offset - piece_offset);
+            }
+            write_varint(&mut lengths, length);
             offset += length;
         }
+        piece.extend_from_slice(&lengths);
         visit(number as u32, &piece);
+    }
+}
+
+/// Reads a group length at `*pos`; most are under 16 KiB, two bytes.
+#[inline]
+fn read_length(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    match bytes.get(*pos..*pos + 2) {
+        Some(&[low, _]) if low < 0x80 => {
+            *pos += 1;
+            Some(u64::from(low))
+        }
+        Some(&[low, high]) if high < 0x80 => {
+            *pos += 2;
+            Some(u64::from(low & 0x7f) | u64::from(high) << 7)
+        }
+        _ => read_varint(bytes, pos),
     }
 }
 
@@ -165,8 +194,10 @@ pub fn encode_position_pieces(group_lengths: &[u64], mut visit: impl FnMut(u32, 
 /// in a segment file, from the pieces of its position table that a reader
 /// loaded.
 ///
-/// A lookup decodes the group's piece unless it was the piece decoded last,
-/// so lookups in ascending order decode each piece once.
+/// A lookup starts from the skip entry of its group's run of 64 groups, or
+/// from the previous lookup when that is in the same run and not after the
+/// group, so it adds at most 63 lengths, and lookups in ascending order add
+/// each length once.
 #[derive(Debug, Clone)]
 pub struct PositionTable {
     groups: u32,
@@ -176,9 +207,9 @@ pub struct PositionTable {
     bytes: Vec<u8>,
     /// Per piece, its byte range in `bytes`; empty when it is not loaded.
     pieces: Vec<(u32, u32)>,
-    /// The piece decoded last and the file offset of each of its groups,
-    /// followed by the end of its last group.
-    decoded: Option<(u32, Vec<u64>)>,
+    /// The group looked up last: its number, the position of its length in
+    /// `bytes`, and its file offset.
+    cursor: Option<(u32, usize, u64)>,
 }
 
 impl PositionTable {
@@ -188,7 +219,7 @@ impl PositionTable {
         let groups = u32::try_from(packets.div_ceil(u64::from(crate::PACKETS_PER_GROUP)))
             .map_err(|_| damaged_positions(format!("{packets} packets are more than a segment holds")))?;
         let pieces = vec![(0, 0); groups.div_ceil(crate::GROUPS_PER_PIECE) as usize];
-        Ok(PositionTable { groups, file_bytes, bytes: Vec::new(), pieces, decoded: None })
+        Ok(PositionTable { groups, file_bytes, bytes: Vec::new(), pieces, cursor: None })
     }
 
     /// Number of groups.
@@ -210,8 +241,8 @@ impl PositionTable {
         std::iter::once(first).chain(second)
     }
 
-    /// Adds stored piece `piece`. The version is checked here, the lengths
-    /// as they are decoded.
+    /// Adds stored piece `piece`. The version is checked here, the rest as
+    /// it is decoded.
     pub fn add_piece(&mut self, piece: u32, bytes: &[u8]) -> Result<(), FormatError> {
         let count = self.piece_count();
         let slot = self
@@ -233,6 +264,43 @@ impl PositionTable {
         Ok(())
     }
 
+    /// Returns the byte range of loaded piece `piece` in `bytes`.
+    fn piece_range(&self, piece: u32, group: u32) -> Result<(usize, usize), FormatError> {
+        match self.pieces.get(piece as usize) {
+            Some(&(start, end)) if start < end => Ok((start as usize, end as usize)),
+            _ => Err(damaged_positions(format!("piece {piece}, which holds group {group}, was not loaded"))),
+        }
+    }
+
+    /// Returns the first group of the run of `group`, the position of its
+    /// length in `bytes` and its file offset, from the run's skip entry.
+    fn skip(&self, group: u32) -> Result<(u32, usize, u64), FormatError> {
+        let piece = group / crate::GROUPS_PER_PIECE;
+        let first = piece * crate::GROUPS_PER_PIECE;
+        let run = (group - first) / GROUPS_PER_SKIP;
+        let (piece_start, piece_end) = self.piece_range(piece, group)?;
+        let bytes = &self.bytes[piece_start..piece_end];
+        let cut = || damaged_positions(format!("the header of piece {piece} is cut or overlong"));
+        let mut pos = 1;
+        let piece_offset = read_varint(bytes, &mut pos).ok_or_else(cut)?;
+        let count = (self.groups - first).min(crate::GROUPS_PER_PIECE);
+        let mut target = (0usize, 0u64);
+        for entry in 1..count.div_ceil(GROUPS_PER_SKIP) {
+            let position = bytes.get(pos..pos + 2).ok_or_else(cut)?;
+            let position = usize::from(u16::from_le_bytes([position[0], position[1]]));
+            pos += 2;
+            let delta = read_varint(bytes, &mut pos).ok_or_else(cut)?;
+            if entry == run {
+                target = (position, delta);
+            }
+        }
+        let position = piece_start + pos + target.0;
+        if position >= piece_end {
+            return Err(damaged_positions(format!("a skip entry of piece {piece} points past its end")));
+        }
+        Ok((first + run * GROUPS_PER_SKIP, position, piece_offset.saturating_add(target.1)))
+    }
+
     /// Returns the byte offset where group `group` starts; `groups()` gives
     /// the end of the last group, the file size.
     pub fn start(&mut self, group: u32) -> Result<u64, FormatError> {
@@ -242,54 +310,33 @@ impl PositionTable {
         if group == self.groups {
             return Ok(self.file_bytes);
         }
-        let piece = group / crate::GROUPS_PER_PIECE;
-        let first = piece * crate::GROUPS_PER_PIECE;
-        if let Some((decoded, offsets)) = &self.decoded {
-            // The end of a piece's last group is the start of the next piece.
-            if *decoded <= piece {
-                if let Some(&offset) = offsets.get((group - *decoded * crate::GROUPS_PER_PIECE) as usize) {
-                    return Ok(offset);
-                }
+        let (mut current, mut pos, mut offset) = match self.cursor {
+            Some((previous, pos, offset))
+                if previous <= group && previous / GROUPS_PER_SKIP == group / GROUPS_PER_SKIP =>
+            {
+                (previous, pos, offset)
             }
-        }
-        let (piece_start, piece_end) = match self.pieces.get(piece as usize) {
-            Some(&(start, end)) if start < end => (start as usize, end as usize),
-            _ => return Err(damaged_positions(format!("piece {piece}, which holds group {group}, was not loaded"))),
+            _ => self.skip(group)?,
         };
-        let bytes = &self.bytes[piece_start..piece_end];
-        let count = (self.groups - first).min(crate::GROUPS_PER_PIECE);
-        let mut offsets = self.decoded.take().map(|(_, offsets)| offsets).unwrap_or_default();
-        offsets.clear();
-        let mut pos = 1;
-        let mut offset = read_varint(bytes, &mut pos)
-            .ok_or_else(|| damaged_positions(format!("the offset of piece {piece} is cut or overlong")))?;
-        offsets.push(offset);
-        for current in first..first + count {
-            // Most groups are shorter than 16 KiB, two bytes of varint.
-            let length = match bytes.get(pos..pos + 2) {
-                Some(&[low, high]) if high < 0x80 => {
-                    pos += if low < 0x80 { 1 } else { 2 };
-                    if low < 0x80 {
-                        u64::from(low)
-                    } else {
-                        u64::from(low & 0x7f) | u64::from(high) << 7
-                    }
-                }
-                _ => read_varint(bytes, &mut pos)
-                    .ok_or_else(|| damaged_positions(format!("the length of group {current} is cut or overlong")))?,
-            };
-            offset = offset.saturating_add(length);
-            offsets.push(offset);
+        if current < group {
+            let piece = group / crate::GROUPS_PER_PIECE;
+            let (_, piece_end) = self.piece_range(piece, group)?;
+            let bytes = &self.bytes[..piece_end];
+            while current < group {
+                let length = read_length(bytes, &mut pos)
+                    .ok_or_else(|| damaged_positions(format!("the length of group {current} is cut or overlong")))?;
+                offset = offset.saturating_add(length);
+                current += 1;
+            }
         }
         if offset > self.file_bytes {
             return Err(damaged_positions(format!(
-                "piece {piece} ends at byte {offset}, past the {} bytes of the segment",
+                "group {group} starts at byte {offset}, past the {} bytes of the segment",
                 self.file_bytes
             )));
         }
-        let start = offsets[(group - first) as usize];
-        self.decoded = Some((piece, offsets));
-        Ok(start)
+        self.cursor = Some((group, pos, offset));
+        Ok(offset)
     }
 }
 
@@ -439,9 +486,9 @@ mod tests {
         let mut exact = PositionTable::new(8, 224).unwrap();
         exact.add_piece(0, &bytes).unwrap();
         assert_eq!(exact.start(1).unwrap(), 124);
-        let mut short = PositionTable::new(8, 150).unwrap();
+        let mut short = PositionTable::new(8, 120).unwrap();
         short.add_piece(0, &bytes).unwrap();
-        assert!(short.start(1).is_err(), "a piece ending past the file is found");
+        assert!(short.start(1).is_err(), "a group starting past the file is found");
         let mut cut = bytes.clone();
         cut.truncate(cut.len() - 2);
         let mut table = PositionTable::new(8, 224).unwrap();
