@@ -484,23 +484,23 @@ mod tests {
     #[test]
     fn flow_table_round_trip() {
         // Flow 0 has a gap that needs a three-byte varint; the others gaps of
-        // 70, over three pieces.
+        // 299, over three pieces.
         let mut lists = vec![vec![0, 99_999]; 1];
-        lists.extend(std::iter::repeat_with(Vec::new).take(69));
+        lists.extend(std::iter::repeat_with(Vec::new).take(299));
         for packet in 1..99_999u32 {
-            lists[1 + (packet % 69) as usize].push(packet);
+            lists[1 + (packet % 299) as usize].push(packet);
         }
         let (header, pieces) = encode_lists(&lists);
         assert_eq!(header, FlowTableHeader::decode(&header.encode()).unwrap());
-        assert_eq!(header.flows, 70);
+        assert_eq!(header.flows, 300);
         assert_eq!(pieces.len(), 3);
         let total: usize = lists.iter().map(Vec::len).sum();
         assert_eq!(header.packets as usize, total);
-        let chosen = [0, 3, 31, 32, 69];
+        let chosen = [0, 3, 127, 128, 299];
         let mut expected: Vec<u32> = chosen.iter().flat_map(|&flow| lists[flow as usize].clone()).collect();
         expected.sort_unstable();
         assert_eq!(packets_of(header, &pieces, &chosen).unwrap(), expected);
-        let all: Vec<u32> = (0..70).collect();
+        let all: Vec<u32> = (0..300).collect();
         assert_eq!(packets_of(header, &pieces, &all).unwrap().len(), total);
     }
 

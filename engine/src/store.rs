@@ -368,10 +368,10 @@ impl InterfaceStore {
     }
 
     /// Reads pieces `pieces` (ascending, out of `total`) of a table whose
-    /// keys `key` gives, and passes each to `visit`. When at least three
-    /// quarters of the pieces are wanted they are read with one iterator,
-    /// which costs less per key than a batched lookup; otherwise with one
-    /// batched lookup, which reads only the blocks that hold them.
+    /// keys `key` gives, and passes each to `visit`. When at least 90% of
+    /// the pieces are wanted, one iterator reads them, because it costs less
+    /// per key than a batched lookup. Otherwise one batched lookup reads
+    /// them, and only the blocks that hold them.
     fn read_pieces(
         &self,
         key: fn(u64, u32) -> [u8; keys::PIECE_KEY_BYTES],
@@ -383,7 +383,7 @@ impl InterfaceStore {
         let (Some(&first), Some(&last)) = (pieces.first(), pieces.last()) else {
             return Ok(());
         };
-        if (pieces.len() as u64) * 4 < u64::from(total) * 3 {
+        if (pieces.len() as u64) * 10 < u64::from(total) * 9 {
             let keys: Vec<_> = pieces.iter().map(|&piece| key(segment_id, piece)).collect();
             let family =
                 self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("every store has the default family");
@@ -456,7 +456,7 @@ pub struct SegmentTables {
     pub chunk_times: Vec<ChunkTimes>,
 }
 
-/// Why a table piece could not be read.
+/// The failure to read a table piece.
 enum PieceError {
     /// The piece is absent from the index.
     Missing(u32),
@@ -635,8 +635,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
         let mut ingester = Ingester::new(store, SegmentLimits { seconds: 3600, bytes: 64 << 20 }).unwrap();
-        // 4,000 packets in 4 position pieces and 400 flows in 13 flow pieces.
-        for number in 0..4000u32 {
+        // 20,000 packets in 5 position pieces and 400 flows in 4 flow pieces.
+        for number in 0..20_000u32 {
             let frame = udp_frame((number % 20) as u8, 1000 + (number % 400) as u16);
             let packet = SourcePacket {
                 ts_sec: 1_700_000_000 + number / 1000,
@@ -649,31 +649,34 @@ mod tests {
         }
         let (store, _) = ingester.finish().unwrap();
         let meta = store.segments().unwrap().remove(0);
-        assert_eq!(meta.packets, 4000);
+        assert_eq!(meta.packets, 20_000);
         let id = meta.segment_id;
         store.db.delete(keys::position_piece(id, 1)).unwrap();
         store.db.delete(keys::flow_piece(id, 2)).unwrap();
 
         // Every packet: the pieces are read with an iterator.
-        let all: RoaringBitmap = (0..4000).collect();
+        let all: RoaringBitmap = (0..20_000).collect();
         let dense = store.positions(&meta, &all).unwrap_err().to_string();
         assert!(dense.contains(&format!("piece 1 is missing for segment {id}")), "{dense}");
-        // One packet of group 375, in piece 1: a batched lookup.
-        let sparse = store.positions(&meta, &[1500].into_iter().collect()).unwrap_err().to_string();
+        // One packet of group 1250, in piece 1: a batched lookup.
+        let sparse = store.positions(&meta, &[5000].into_iter().collect()).unwrap_err().to_string();
         assert!(sparse.contains(&format!("piece 1 is missing for segment {id}")), "{sparse}");
-        let mut table = store.positions(&meta, &[10, 3999].into_iter().collect()).unwrap();
-        assert!(table.start(2).is_ok() && table.start(999).is_ok());
+        let mut table = store.positions(&meta, &[10, 19_999].into_iter().collect()).unwrap();
+        assert!(table.start(2).is_ok() && table.start(4999).is_ok());
+        // The last group of piece 2 ends where piece 3 starts, so both are read.
+        let mut table = store.positions(&meta, &[12_287].into_iter().collect()).unwrap();
+        assert!(table.start(3071).unwrap() < table.start(3072).unwrap());
 
         let bitmaps = store.bitmaps(&meta);
         assert_eq!(bitmaps.flow_count().unwrap(), 400);
-        let flows: RoaringBitmap = (64..70).collect();
+        let flows: RoaringBitmap = (256..260).collect();
         let sparse = bitmaps.packets_of(&flows).unwrap_err().to_string();
         assert!(sparse.contains("piece 2 is missing"), "{sparse}");
         let flows: RoaringBitmap = (1..400).collect();
         let dense = store.bitmaps(&meta).packets_of(&flows).unwrap_err().to_string();
         assert!(dense.contains("piece 2 is missing"), "{dense}");
         let flows: RoaringBitmap = [0, 399].into_iter().collect();
-        assert_eq!(store.bitmaps(&meta).packets_of(&flows).unwrap().len(), 20);
+        assert_eq!(store.bitmaps(&meta).packets_of(&flows).unwrap().len(), 100);
     }
 
     /// Returns the lines of `section` in the OPTIONS file RocksDB wrote last.

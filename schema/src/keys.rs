@@ -19,7 +19,7 @@ pub const META_CF: &str = "segments";
 pub const SEGMENT_PREFIX: u8 = b'S';
 
 /// Sub-key prefix of a segment's position table pieces; the piece number
-/// (`u32`) follows. Each piece gives the start of 256 groups of records.
+/// (`u32`) follows. Each piece gives the start of 1,024 groups of records.
 pub const SUB_POSITIONS: u8 = 0x01;
 /// Sub-key prefix of a segment's flow bitmaps; a [`Field`] byte and the value follow.
 pub const SUB_BITMAP: u8 = 0x02;
@@ -28,7 +28,7 @@ pub const SUB_FLOWS: u8 = 0x03;
 /// Sub-key of a segment's time table: the timestamps each chunk spans.
 pub const SUB_TIMES: u8 = 0x04;
 /// Sub-key prefix of a segment's flow table pieces; the piece number (`u32`)
-/// follows. Each piece lists the packet numbers of 32 flows.
+/// follows. Each piece lists the packet numbers of 128 flows.
 pub const SUB_FLOW_PIECES: u8 = 0x05;
 
 /// Indexed packet fields. The numeric value is stored in keys and must not change.

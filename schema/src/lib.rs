@@ -27,11 +27,11 @@ pub const PACKETS_PER_GROUP: u32 = 4;
 
 /// Number of groups of records in one piece of a position table, the unit
 /// that a query reads from the index.
-pub const GROUPS_PER_PIECE: u32 = 256;
+pub const GROUPS_PER_PIECE: u32 = 1024;
 
 /// Number of flows in one piece of a flow table, the unit that a query
 /// reads from the index.
-pub const FLOWS_PER_PIECE: u32 = 32;
+pub const FLOWS_PER_PIECE: u32 = 128;
 
 /// Errors raised while decoding stored values.
 #[derive(Debug, thiserror::Error)]

@@ -146,11 +146,12 @@ fn damaged_positions(reason: String) -> FormatError {
 /// passes each piece of [`crate::GROUPS_PER_PIECE`] groups to `visit` with
 /// its number.
 ///
-/// Layout of a piece: a version byte; the file offset of its first group
-/// (LEB128); a skip entry for each later run of 64 groups, with the position
-/// of the run's first length among the lengths (`u16` LE) and the run's
-/// file offset minus the piece's (LEB128); then the length of each group
-/// (LEB128). Every piece but the last holds [`crate::GROUPS_PER_PIECE`] groups.
+/// Layout of a piece: a version byte, then the file offset of its first
+/// group (LEB128). Then comes a skip entry for each later run of 64 groups:
+/// the position of the run's first length among the lengths (`u16` LE) and
+/// the run's file offset minus the piece's (LEB128). The length of each
+/// group (LEB128) follows. Every piece but the last holds
+/// [`crate::GROUPS_PER_PIECE`] groups.
 pub fn encode_position_pieces(group_lengths: &[u64], mut visit: impl FnMut(u32, &[u8])) {
     let mut piece = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize + 32);
     let mut lengths = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize);
@@ -194,10 +195,10 @@ fn read_length(bytes: &[u8], pos: &mut usize) -> Option<u64> {
 /// in a segment file, from the pieces of its position table that a reader
 /// loaded.
 ///
-/// A lookup starts from the skip entry of its group's run of 64 groups, or
-/// from the previous lookup when that is in the same run and not after the
-/// group, so it adds at most 63 lengths, and lookups in ascending order add
-/// each length once.
+/// A lookup starts from the skip entry of its group's run of 64 groups. When
+/// the previous lookup is in the same run and not after the group, it
+/// starts there instead. So a lookup adds at most 63 lengths, and lookups in
+/// ascending order add each length once.
 #[derive(Debug, Clone)]
 pub struct PositionTable {
     groups: u32,
@@ -210,6 +211,9 @@ pub struct PositionTable {
     /// The group looked up last: its number, the position of its length in
     /// `bytes`, and its file offset.
     cursor: Option<(u32, usize, u64)>,
+    /// The piece whose skip entries were read last, and per run of 64
+    /// groups the position of its first length in `bytes` and its offset.
+    skips: Option<(u32, Vec<(usize, u64)>)>,
 }
 
 impl PositionTable {
@@ -219,7 +223,7 @@ impl PositionTable {
         let groups = u32::try_from(packets.div_ceil(u64::from(crate::PACKETS_PER_GROUP)))
             .map_err(|_| damaged_positions(format!("{packets} packets are more than a segment holds")))?;
         let pieces = vec![(0, 0); groups.div_ceil(crate::GROUPS_PER_PIECE) as usize];
-        Ok(PositionTable { groups, file_bytes, bytes: Vec::new(), pieces, cursor: None })
+        Ok(PositionTable { groups, file_bytes, bytes: Vec::new(), pieces, cursor: None, skips: None })
     }
 
     /// Number of groups.
@@ -274,31 +278,41 @@ impl PositionTable {
 
     /// Returns the first group of the run of `group`, the position of its
     /// length in `bytes` and its file offset, from the run's skip entry.
-    fn skip(&self, group: u32) -> Result<(u32, usize, u64), FormatError> {
+    fn skip(&mut self, group: u32) -> Result<(u32, usize, u64), FormatError> {
         let piece = group / crate::GROUPS_PER_PIECE;
         let first = piece * crate::GROUPS_PER_PIECE;
-        let run = (group - first) / GROUPS_PER_SKIP;
+        let run = ((group - first) / GROUPS_PER_SKIP) as usize;
+        if let Some((cached, runs)) = &self.skips {
+            if *cached == piece {
+                let (position, offset) = runs[run];
+                return Ok((first + run as u32 * GROUPS_PER_SKIP, position, offset));
+            }
+        }
         let (piece_start, piece_end) = self.piece_range(piece, group)?;
         let bytes = &self.bytes[piece_start..piece_end];
         let cut = || damaged_positions(format!("the header of piece {piece} is cut or overlong"));
         let mut pos = 1;
         let piece_offset = read_varint(bytes, &mut pos).ok_or_else(cut)?;
         let count = (self.groups - first).min(crate::GROUPS_PER_PIECE);
-        let mut target = (0usize, 0u64);
-        for entry in 1..count.div_ceil(GROUPS_PER_SKIP) {
+        let mut runs = self.skips.take().map(|(_, runs)| runs).unwrap_or_default();
+        runs.clear();
+        runs.push((0, piece_offset));
+        for _ in 1..count.div_ceil(GROUPS_PER_SKIP) {
             let position = bytes.get(pos..pos + 2).ok_or_else(cut)?;
             let position = usize::from(u16::from_le_bytes([position[0], position[1]]));
             pos += 2;
             let delta = read_varint(bytes, &mut pos).ok_or_else(cut)?;
-            if entry == run {
-                target = (position, delta);
+            runs.push((position, piece_offset.saturating_add(delta)));
+        }
+        for (position, _) in &mut runs {
+            *position += piece_start + pos;
+            if *position >= piece_end {
+                return Err(damaged_positions(format!("a skip entry of piece {piece} points past its end")));
             }
         }
-        let position = piece_start + pos + target.0;
-        if position >= piece_end {
-            return Err(damaged_positions(format!("a skip entry of piece {piece} points past its end")));
-        }
-        Ok((first + run * GROUPS_PER_SKIP, position, piece_offset.saturating_add(target.1)))
+        let (position, offset) = runs[run];
+        self.skips = Some((piece, runs));
+        Ok((first + run as u32 * GROUPS_PER_SKIP, position, offset))
     }
 
     /// Returns the byte offset where group `group` starts; `groups()` gives
@@ -439,38 +453,39 @@ mod tests {
 
     #[test]
     fn position_table_gives_group_starts_in_any_order() {
-        // 600 groups cross three pieces; group 300 is long.
-        let mut lengths = vec![100u64; 600];
-        lengths[300] = 2_000_000;
+        // 3,000 groups cross three pieces; group 1300 is long.
+        let mut lengths = vec![100u64; 3000];
+        lengths[1300] = 2_000_000;
         let file_bytes = 24 + lengths.iter().sum::<u64>();
-        let packets = 4 * 599 + 2;
+        let packets = 4 * 2999 + 2;
         let mut table = loaded_table(&lengths, packets, file_bytes).unwrap();
-        assert_eq!(table.groups(), 600);
+        assert_eq!(table.groups(), 3000);
         assert_eq!(table.piece_count(), 3);
         let expected = |group: u32| 24 + lengths[..group as usize].iter().sum::<u64>();
-        for group in [1, 2, 3, 255, 256, 257, 299, 300, 301, 599, 0, 513, 512, 511, 12, 13, 127, 128] {
+        for group in [1, 2, 3, 63, 64, 65, 1023, 1024, 1025, 1299, 1300, 1301, 1344, 2999, 0, 2100, 2048, 2047, 12, 127]
+        {
             assert_eq!(table.start(group).unwrap(), expected(group), "group {group}");
         }
-        for group in 0..600 {
+        for group in 0..3000 {
             assert_eq!(table.start(group).unwrap(), expected(group), "group {group} in order");
         }
-        assert_eq!(table.start(600).unwrap(), file_bytes);
-        assert!(table.start(601).is_err());
+        assert_eq!(table.start(3000).unwrap(), file_bytes);
+        assert!(table.start(3001).is_err());
     }
 
     #[test]
     fn position_table_reads_only_loaded_pieces() {
-        let lengths = vec![50u64; 800];
-        let file_bytes = 24 + 50 * 800;
-        let mut table = PositionTable::new(3200, file_bytes).unwrap();
-        assert_eq!(table.pieces_of_group(255).collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(table.pieces_of_group(256).collect::<Vec<_>>(), [1]);
-        assert_eq!(table.pieces_of_group(799).collect::<Vec<_>>(), [3]);
+        let lengths = vec![50u64; 3200];
+        let file_bytes = 24 + 50 * 3200;
+        let mut table = PositionTable::new(12_800, file_bytes).unwrap();
+        assert_eq!(table.pieces_of_group(1023).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(table.pieces_of_group(1024).collect::<Vec<_>>(), [1]);
+        assert_eq!(table.pieces_of_group(3199).collect::<Vec<_>>(), [3]);
         let mut pieces = Vec::new();
         encode_position_pieces(&lengths, |number, bytes| pieces.push((number, bytes.to_vec())));
         assert_eq!(pieces.len(), 4);
         table.add_piece(2, &pieces[2].1).unwrap();
-        assert_eq!(table.start(530).unwrap(), 24 + 50 * 530);
+        assert_eq!(table.start(2130).unwrap(), 24 + 50 * 2130);
         let missing = table.start(10).unwrap_err().to_string();
         assert!(missing.contains("piece 0, which holds group 10, was not loaded"), "{missing}");
         table.add_piece(0, &pieces[0].1).unwrap();
