@@ -1,6 +1,6 @@
 //! Errors of the engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors raised by the engine.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub enum Error {
         source: rocksdb::Error,
     },
     /// A stored value has an unknown format or is damaged.
-    #[error("index at {path}: {source}")]
+    #[error("index at {}: {source}{}", path.display(), reimport_hint(path, source))]
     Format {
         path: PathBuf,
         #[source]
@@ -61,6 +61,22 @@ pub enum Error {
     /// libpcap failed during live capture.
     #[error("capture on {interface}: {message}")]
     Capture { interface: String, message: String },
+}
+
+/// Returns, for an index of another format version, the command that
+/// builds a new index from the interface's segment files.
+fn reimport_hint(index_path: &Path, source: &pktvault_schema::FormatError) -> String {
+    if !matches!(source, pktvault_schema::FormatError::UnsupportedVersion { .. }) {
+        return String::new();
+    }
+    let Some(interface_dir) = index_path.parent() else {
+        return String::new();
+    };
+    let ifid = interface_dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    format!(
+        "; for example: pktvault import --data-dir NEW_DIR --ifid {ifid} {}/*.pcap",
+        interface_dir.join("pcap").display()
+    )
 }
 
 impl Error {

@@ -97,9 +97,16 @@ pub fn interface_dir(data_dir: &Path, ifid: u32) -> PathBuf {
 }
 
 impl InterfaceStore {
-    /// Opens the interface for writing, creating its folders and index when missing.
+    /// Opens the interface for writing, creating its folders and index when
+    /// missing. An index of another format is refused before it is opened
+    /// for writing, because a writable open adds files to it.
     pub fn open_writable(data_dir: &Path, ifid: u32) -> Result<InterfaceStore> {
         let root = interface_dir(data_dir, ifid);
+        if root.join("index").join("CURRENT").exists() {
+            if let Err(err @ Error::Format { .. }) = InterfaceStore::open_read_only(data_dir, ifid) {
+                return Err(err);
+            }
+        }
         let pcap_dir = root.join("pcap");
         std::fs::create_dir_all(&pcap_dir).map_err(Error::io("cannot create", &pcap_dir))?;
         let index_path = root.join("index");
@@ -630,6 +637,36 @@ mod tests {
         frame
     }
 
+    /// Returns the name and size of every file in `dir`.
+    fn listing(dir: &Path) -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (entry.file_name().to_string_lossy().into_owned(), entry.metadata().unwrap().len())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn writable_open_refuses_other_format_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InterfaceStore::open_writable(dir.path(), 3).unwrap();
+        store.db.put(keys::FORMAT_KEY, br#"{"magic":"pktvault-index","version":3}"#).unwrap();
+        store.flush().unwrap();
+        let index_path = store.index_path.clone();
+        drop(store);
+        let before = listing(&index_path);
+        let err = InterfaceStore::open_writable(dir.path(), 3).err().expect("version 3 is refused").to_string();
+        assert!(err.contains("index format version 3 is not supported"), "{err}");
+        let pcap_dir = dir.path().join("3").join("pcap");
+        let command = format!("pktvault import --data-dir NEW_DIR --ifid 3 {}/*.pcap", pcap_dir.display());
+        assert!(err.contains(&command), "{err}");
+        assert_eq!(listing(&index_path), before, "the refused open changed the index folder");
+    }
+
     #[test]
     fn missing_table_pieces_are_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -662,7 +699,9 @@ mod tests {
         let sparse = store.positions(&meta, &[5000].into_iter().collect()).unwrap_err().to_string();
         assert!(sparse.contains(&format!("piece 1 is missing for segment {id}")), "{sparse}");
         let mut table = store.positions(&meta, &[10, 19_999].into_iter().collect()).unwrap();
-        assert!(table.start(2).is_ok() && table.start(4999).is_ok());
+        // Records of 16 + 50 bytes, from byte 24.
+        assert_eq!(table.start(2).unwrap(), 24 + 2 * 4 * 66);
+        assert!(table.start(4999).is_ok());
         // The last group of piece 2 ends where piece 3 starts, so both are read.
         let mut table = store.positions(&meta, &[12_287].into_iter().collect()).unwrap();
         assert!(table.start(3071).unwrap() < table.start(3072).unwrap());

@@ -49,6 +49,7 @@ pub fn engine_error(err: Error) -> ApiError {
             format!("interface {ifid} has no recorded data; GET /api/v1/interfaces lists the recorded interfaces"),
         ),
         Error::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the extraction was stopped"),
+        err @ Error::Format { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "index_format", err.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }
