@@ -181,6 +181,14 @@ fn line_count(text: &str) -> usize {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn version_names_the_index_format() {
+    let output = pktvault_expect(&["--version"], 0);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("(index format {})", pktvault_schema::INDEX_FORMAT_VERSION);
+    assert!(text.trim_end().ends_with(&expected), "{text}");
+}
+
+#[test]
 fn import_garbage_file_keeps_good_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");

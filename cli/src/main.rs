@@ -12,8 +12,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The release and the index format it reads, as `--version` prints them.
+/// An index of another format is refused, so a user needs the release whose
+/// format matches the index.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (index format 4)");
+
 #[derive(Parser)]
-#[command(name = "pktvault", version, about = "Continuous packet recorder with indexed extraction")]
+#[command(name = "pktvault", version = VERSION, about = "Continuous packet recorder with indexed extraction")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

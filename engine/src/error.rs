@@ -74,7 +74,8 @@ fn reimport_hint(index_path: &Path, source: &pktvault_schema::FormatError) -> St
     };
     let ifid = interface_dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     format!(
-        "; for example: pktvault import --data-dir NEW_DIR --ifid {ifid} {}/*.pcap",
+        "; 'pktvault --version' names the index format a release reads. For example: \
+         pktvault import --data-dir NEW_DIR --ifid {ifid} {}/*.pcap",
         interface_dir.join("pcap").display()
     )
 }
