@@ -300,6 +300,15 @@ fn scanned(recorded: &Recorded, window: TimeWindow, accept: impl Fn(&[u8], u32) 
     packets
 }
 
+/// Checks that the indexed extraction of `expr` returns what a naive scan returns.
+fn check_index_matches_scan(recorded: &Recorded, window: TimeWindow, expr: &Expr) -> Result<(), TestCaseError> {
+    let expected = scanned(recorded, window, |data, wire_len| matches(expr, &decode(1, data, wire_len)));
+    let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
+    prop_assert_eq!(actual.len(), expected.len(), "filter {}", expr);
+    prop_assert!(actual == expected, "filter {} selects the same number of packets but different ones", expr);
+    Ok(())
+}
+
 fn window_strategy() -> impl Strategy<Value = TimeWindow> {
     (0..5000u64, 1..6000u64).prop_map(|(begin_ms, length_ms)| {
         let base = u64::from(BASE_SECS) * 1_000_000_000;
@@ -318,10 +327,7 @@ proptest! {
     ) {
         let recorded = record(&specs);
         for expr in filters {
-            let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
-            let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
-            prop_assert_eq!(actual.len(), expected.len(), "filter {}", expr);
-            prop_assert!(actual == expected, "filter {} selects the same number of packets but different ones", expr);
+            check_index_matches_scan(&recorded, window, &expr)?;
             // The filter's text form parses back to the same filter.
             prop_assert_eq!(parse(&expr.to_string()).unwrap(), expr.clone());
         }
@@ -362,10 +368,7 @@ proptest! {
     ) {
         let recorded = record_in(&specs, SegmentLimits { seconds: 3600, bytes: 64 << 20 });
         for expr in filters {
-            let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
-            let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
-            prop_assert_eq!(actual.len(), expected.len(), "filter {}", expr);
-            prop_assert!(actual == expected, "filter {} selects the same number of packets but different ones", expr);
+            check_index_matches_scan(&recorded, window, &expr)?;
         }
     }
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 /// The release and the index format it reads, as `--version` prints them.
-/// An index of another format is refused, so a user needs the release whose
+/// An index of another format is rejected, so a user needs the release whose
 /// format matches the index.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (index format 4)");
 

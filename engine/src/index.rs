@@ -360,8 +360,8 @@ impl FlowPackets {
         FlowPackets { header, marked: vec![0u64; (header.packets as usize).div_ceil(64)] }
     }
 
-    /// Adds the packets of `flows`, ascending flow ids held by piece
-    /// `piece`, whose stored bytes are `bytes`. Damaged pieces are errors.
+    /// Adds the packets of `flows`, ascending flow ids in piece `piece`,
+    /// whose stored bytes are `bytes`. A damaged piece is an error.
     pub fn add_piece(&mut self, piece: u32, bytes: &[u8], flows: &[u32]) -> Result<(), String> {
         let count = self.header.flows_in_piece(piece);
         if count == 0 {

@@ -377,7 +377,7 @@ impl SegmentReader {
 
     fn load_group(&mut self, group: u32) -> Result<()> {
         // Group starts are looked up in ascending order, so the position
-        // table decodes each piece once.
+        // table adds each group length once.
         let start = self.group_start(group)?;
         let mut last = group;
         let mut end = self.group_start(group + 1)?;

@@ -98,7 +98,7 @@ pub fn interface_dir(data_dir: &Path, ifid: u32) -> PathBuf {
 
 impl InterfaceStore {
     /// Opens the interface for writing, creating its folders and index when
-    /// missing. An index of another format is refused before it is opened
+    /// missing. An index of another format is rejected before it is opened
     /// for writing, because a writable open adds files to it.
     pub fn open_writable(data_dir: &Path, ifid: u32) -> Result<InterfaceStore> {
         let root = interface_dir(data_dir, ifid);
@@ -342,7 +342,7 @@ impl InterfaceStore {
     }
 
     /// Returns a segment's position table with the pieces needed to read
-    /// `packets`, fetched in one batch.
+    /// `packets` (see [`InterfaceStore::read_pieces`]).
     pub fn positions(&self, meta: &SegmentMeta, packets: &RoaringBitmap) -> Result<PositionTable> {
         let mut table =
             PositionTable::new(meta.packets, meta.file_bytes).map_err(|source| self.format_error(source))?;
@@ -374,11 +374,11 @@ impl InterfaceStore {
         Ok(table)
     }
 
-    /// Reads pieces `pieces` (ascending, out of `total`) of a table whose
-    /// keys `key` gives, and passes each to `visit`. When at least 90% of
-    /// the pieces are wanted, one iterator reads them, because it costs less
-    /// per key than a batched lookup. Otherwise one batched lookup reads
-    /// them, and only the blocks that hold them.
+    /// Reads the pieces numbered `pieces` (ascending, out of `total`) of the
+    /// table whose keys `key` returns, and passes each to `visit`. When at
+    /// least 90% of the pieces are requested, one iterator reads them,
+    /// because it costs less per key than a batched lookup. Otherwise one
+    /// batched lookup reads them, with only the blocks that contain them.
     fn read_pieces(
         &self,
         key: fn(u64, u32) -> [u8; keys::PIECE_KEY_BYTES],
@@ -405,10 +405,12 @@ impl InterfaceStore {
         options.set_iterate_upper_bound(key(segment_id, last.saturating_add(1)).to_vec());
         let mut iterator = self.db.raw_iterator_opt(options);
         iterator.seek(key(segment_id, first));
-        let mut wanted = pieces.iter().copied().peekable();
-        while let (true, Some(&next)) = (iterator.valid(), wanted.peek()) {
+        let mut remaining = pieces.iter().copied().peekable();
+        while let (true, Some(&next)) = (iterator.valid(), remaining.peek()) {
             let stored = iterator.key().expect("valid iterator has a key");
-            if stored.len() != end.len() || stored > end.as_slice() || stored[..10] != end[..10] {
+            // The upper bound ends the scan after piece `last`; a key of
+            // another table or segment would mean the bound was not applied.
+            if stored.len() != end.len() || stored[..10] != end[..10] {
                 break;
             }
             let piece = u32::from_be_bytes(stored[10..14].try_into().expect("4 bytes"));
@@ -417,12 +419,12 @@ impl InterfaceStore {
             }
             if piece == next {
                 visit(piece, iterator.value().expect("valid iterator has a value"))?;
-                wanted.next();
+                remaining.next();
             }
             iterator.next();
         }
         iterator.status().map_err(|source| self.index_error(source))?;
-        match wanted.next() {
+        match remaining.next() {
             Some(piece) => Err(PieceError::Missing(piece)),
             None => Ok(()),
         }
@@ -436,8 +438,8 @@ impl InterfaceStore {
     }
 
     /// Returns the stored bitmaps and flow table of a segment. The flow
-    /// table is read when first needed, and only the pieces of the flows
-    /// asked for: a filter that selects no flow of the segment needs only bitmaps.
+    /// table is read when first needed, and only the pieces of the requested
+    /// flows, so a filter that selects no flow of the segment reads only bitmaps.
     pub fn bitmaps<'a>(&'a self, meta: &SegmentMeta) -> StoredBitmaps<'a> {
         StoredBitmaps {
             store: self,
@@ -467,6 +469,7 @@ pub struct SegmentTables {
 enum PieceError {
     /// The piece is absent from the index.
     Missing(u32),
+    /// Reading the index or decoding the piece failed.
     Other(Error),
 }
 
@@ -651,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn writable_open_refuses_other_format_without_writing() {
+    fn writable_open_rejects_other_format() {
         let dir = tempfile::tempdir().unwrap();
         let store = InterfaceStore::open_writable(dir.path(), 3).unwrap();
         store.db.put(keys::FORMAT_KEY, br#"{"magic":"pktvault-index","version":3}"#).unwrap();
@@ -659,12 +662,12 @@ mod tests {
         let index_path = store.index_path.clone();
         drop(store);
         let before = listing(&index_path);
-        let err = InterfaceStore::open_writable(dir.path(), 3).err().expect("version 3 is refused").to_string();
+        let err = InterfaceStore::open_writable(dir.path(), 3).err().expect("version 3 is rejected").to_string();
         assert!(err.contains("index format version 3 is not supported"), "{err}");
         let pcap_dir = dir.path().join("3").join("pcap");
         let command = format!("pktvault import --data-dir NEW_DIR --ifid 3 {}/*.pcap", pcap_dir.display());
         assert!(err.contains(&command), "{err}");
-        assert_eq!(listing(&index_path), before, "the refused open changed the index folder");
+        assert_eq!(listing(&index_path), before, "the rejected open changed the index folder");
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub const META_CF: &str = "segments";
 /// First byte of every per-segment key in the default column family.
 pub const SEGMENT_PREFIX: u8 = b'S';
 
-/// Sub-key prefix of a segment's position table pieces; the piece number
-/// (`u32`) follows. Each piece gives the start of 1,024 groups of records.
+/// Sub-key prefix of a segment's position table pieces. The piece number
+/// (`u32`) follows, and each piece gives the start of 1,024 groups of records.
 pub const SUB_POSITIONS: u8 = 0x01;
 /// Sub-key prefix of a segment's flow bitmaps; a [`Field`] byte and the value follow.
 pub const SUB_BITMAP: u8 = 0x02;
@@ -27,8 +27,8 @@ pub const SUB_BITMAP: u8 = 0x02;
 pub const SUB_FLOWS: u8 = 0x03;
 /// Sub-key of a segment's time table: the timestamps each chunk spans.
 pub const SUB_TIMES: u8 = 0x04;
-/// Sub-key prefix of a segment's flow table pieces; the piece number (`u32`)
-/// follows. Each piece lists the packet numbers of 128 flows.
+/// Sub-key prefix of a segment's flow table pieces. The piece number (`u32`)
+/// follows, and each piece lists the packet numbers of 128 flows.
 pub const SUB_FLOW_PIECES: u8 = 0x05;
 
 /// Indexed packet fields. The numeric value is stored in keys and must not change.

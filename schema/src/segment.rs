@@ -150,7 +150,7 @@ fn damaged_positions(reason: String) -> FormatError {
 /// group (LEB128). Then comes a skip entry for each later run of 64 groups:
 /// the position of the run's first length among the lengths (`u16` LE) and
 /// the run's file offset minus the piece's (LEB128). The length of each
-/// group (LEB128) follows. Every piece but the last holds
+/// group (LEB128) follows. Every piece but the last contains
 /// [`crate::GROUPS_PER_PIECE`] groups.
 pub fn encode_position_pieces(group_lengths: &[u64], mut visit: impl FnMut(u32, &[u8])) {
     let mut piece = Vec::with_capacity(2 * crate::GROUPS_PER_PIECE as usize + 32);
@@ -175,7 +175,8 @@ pub fn encode_position_pieces(group_lengths: &[u64], mut visit: impl FnMut(u32, 
     }
 }
 
-/// Reads a group length at `*pos`; most are under 16 KiB, two bytes.
+/// Reads a group length at `*pos`. Most groups are under 16 KiB, so the
+/// first two cases decode them without the general loop.
 #[inline]
 fn read_length(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     match bytes.get(*pos..*pos + 2) {
@@ -288,12 +289,14 @@ impl PositionTable {
                 return Ok((first + run as u32 * GROUPS_PER_SKIP, position, offset));
             }
         }
+
         let (piece_start, piece_end) = self.piece_range(piece, group)?;
         let bytes = &self.bytes[piece_start..piece_end];
         let cut = || damaged_positions(format!("the header of piece {piece} is cut or overlong"));
         let mut pos = 1;
         let piece_offset = read_varint(bytes, &mut pos).ok_or_else(cut)?;
         let count = (self.groups - first).min(crate::GROUPS_PER_PIECE);
+
         let mut runs = self.skips.take().map(|(_, runs)| runs).unwrap_or_default();
         runs.clear();
         runs.push((0, piece_offset));
@@ -304,12 +307,14 @@ impl PositionTable {
             let delta = read_varint(bytes, &mut pos).ok_or_else(cut)?;
             runs.push((position, piece_offset.saturating_add(delta)));
         }
+        // Positions so far count from the first length; make them indexes into `bytes`.
         for (position, _) in &mut runs {
             *position += piece_start + pos;
             if *position >= piece_end {
                 return Err(damaged_positions(format!("a skip entry of piece {piece} points past its end")));
             }
         }
+
         let (position, offset) = runs[run];
         self.skips = Some((piece, runs));
         Ok((first + run as u32 * GROUPS_PER_SKIP, position, offset))
