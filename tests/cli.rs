@@ -189,6 +189,55 @@ fn version_names_the_index_format() {
 }
 
 #[test]
+fn status_lists_unreadable_interface_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let dns = corpus("dns_mdns_llmnr.pcap");
+    for ifid in ["0", "1"] {
+        pktvault_expect(&["import", "--data-dir", data, "--ifid", ifid, dns.to_str().unwrap()], 0);
+    }
+    let packets = read_pcap(&fs::read(&dns).unwrap()).1.len();
+    common::mark_index_format(dir.path(), 1, 3);
+
+    let text = pktvault_expect(&["status", "--data-dir", data], 2);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains(&format!("stored:    {packets} packets in ")), "{stdout}");
+    let (_, second) = stdout.split_once("interface 1:").expect("interface 1 is listed");
+    assert!(second.trim_start().starts_with("error:     "), "{stdout}");
+    assert!(second.contains("index format version 3 is not supported"), "{stdout}");
+
+    let json = pktvault_expect(&["status", "--data-dir", data, "--json"], 2);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status --json prints JSON");
+    assert_eq!(report[0]["ifid"], 0);
+    assert_eq!(report[0]["packets"], packets as u64);
+    assert_eq!(report[1]["ifid"], 1);
+    let error = report[1]["error"].as_str().expect("an error for interface 1");
+    assert!(error.contains("pktvault import --data-dir NEW_DIR --ifid 1"), "{error}");
+}
+
+#[test]
+fn extraction_keeps_few_index_files_open() {
+    // One-second segments give the index about 90 table files. The
+    // extraction runs with at most 40 descriptors and still reads every segment.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = corpus("tls_browsing_167_hosts.pcap");
+    let table_files = common::import_one_second_segments(dir.path(), &tls);
+    assert!(table_files > 80, "only {table_files} table files");
+    let extract =
+        format!("ulimit -n 40 && exec \"$0\" extract --data-dir \"$1\" --begin 0 --end {END_OF_PCAP_TIME} -w - tcp");
+    let output = Command::new("sh")
+        .args(["-c", &extract])
+        .arg(pktvault_bin())
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = sort_by_time(tcpdump_select(&tls, "tcp"));
+    assert_same_packets("tcp with 40 descriptors", &expected, &read_pcap(&output.stdout).1);
+}
+
+#[test]
 fn import_garbage_file_keeps_good_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");

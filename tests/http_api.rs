@@ -309,6 +309,57 @@ fn serve_falls_back_to_per_request_index() {
 }
 
 #[test]
+fn serve_falls_back_at_descriptor_limit() {
+    // A follower keeps every table file of the index open. One-second
+    // segments give the index about 90, more than a limit of 60 descriptors
+    // allows. A read-only open keeps at most 10, so the server serves from
+    // one per request and logs the fallback once, not at every request.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let table_files = common::import_one_second_segments(dir.path(), &corpus(TLS));
+    assert!(table_files > 80, "only {table_files} table files");
+    let server = Server::start_with_open_file_limit(dir.path(), 60);
+    let path = format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}&filter=tcp");
+    let served = expect_pcap(get(&server, &path), "over the descriptor limit");
+    for attempt in 0..2 {
+        assert_eq!(expect_pcap(get(&server, &path), "again"), served, "request {attempt} after the first");
+    }
+    let stderr = server.stderr();
+    assert!(stderr.contains("Too many open files"), "the follower opened after all: {stderr}");
+    assert_eq!(stderr.matches("opening it for each request").count(), 1, "{stderr}");
+
+    let output = Command::new(pktvault_bin())
+        .args(["extract", "--data-dir", dir.path().to_str().unwrap(), "--begin", TLS_BEGIN, "--end", TLS_END])
+        .args(["-w", "-", "tcp"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(read_pcap(&output.stdout).1.len(), 7451);
+    assert_eq!(served, output.stdout, "the server's per-request index and the CLI differ");
+}
+
+#[test]
+fn interface_list_shows_unreadable_index() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().to_str().unwrap();
+    for ifid in ["0", "1"] {
+        common::pktvault_expect(&["import", "--data-dir", data, "--ifid", ifid, corpus(TLS).to_str().unwrap()], 0);
+    }
+    common::mark_index_format(dir.path(), 1, 3);
+    let server = Server::start(dir.path(), &[]);
+    let list = json(get(&server, "/api/v1/interfaces"));
+    let interfaces = list["interfaces"].as_array().unwrap();
+    assert_eq!(interfaces.len(), 2, "{list}");
+    assert_eq!(interfaces[0]["packets"], 7451);
+    assert_eq!(interfaces[1]["ifid"], 1);
+    let error = interfaces[1]["error"].as_str().expect("an error for interface 1");
+    assert!(error.contains("index format version 3 is not supported"), "{error}");
+    expect_error(get(&server, "/api/v1/interfaces/1/status"), 500, "index_format");
+    let path = format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}");
+    assert_eq!(read_pcap(&expect_pcap(get(&server, &path), "interface 0")).1.len(), 7451);
+}
+
+#[test]
 fn imports_while_serving_are_extractable() {
     // The server keeps the index open between requests; an import made
     // after its first request must still be seen by the next one.

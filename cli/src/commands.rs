@@ -12,7 +12,7 @@ use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
 use pktvault_engine::input::import_file;
 use pktvault_engine::retention::RetentionPolicy;
-use pktvault_engine::status::{interface_ids, interface_status, RecorderPhase};
+use pktvault_engine::status::{interface_ids, interface_report, InterfaceReport, RecorderPhase};
 use pktvault_engine::store::InterfaceStore;
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
 
@@ -229,18 +229,31 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut report = Vec::new();
-    for ifid in interface_ids(&args.data_dir)? {
-        report.push(interface_status(&args.data_dir, ifid)?);
-    }
+    let report: Vec<InterfaceReport> =
+        interface_ids(&args.data_dir)?.into_iter().map(|ifid| interface_report(&args.data_dir, ifid)).collect();
+    // An interface whose index cannot be read is reported in its place and
+    // makes the exit status 2, after the others are printed.
+    let code = if report.iter().any(|entry| matches!(entry, InterfaceReport::Unreadable { .. })) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     if report.is_empty() {
         println!("no interfaces recorded in {}", args.data_dir.display());
     }
-    for status in &report {
+    for entry in &report {
+        let status = match entry {
+            InterfaceReport::Readable(status) => status,
+            InterfaceReport::Unreadable { ifid, error } => {
+                println!("interface {ifid}:");
+                println!("  error:     {error}");
+                continue;
+            }
+        };
         println!("interface {}:", status.ifid);
         match &status.recorder {
             Some(recorder) => {
@@ -278,5 +291,5 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("  log: {line}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

@@ -1,7 +1,7 @@
 //! The `pktvault` command.
 //!
 //! Exit status: 0 on success, 1 when an extraction selected no packet, 2 on
-//! any error.
+//! any error, including a `status` that could not read one of the interfaces.
 
 mod commands;
 mod record;

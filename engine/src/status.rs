@@ -151,6 +151,23 @@ pub fn interface_ids(data_dir: &Path) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// One interface's entry in a status listing: its status, or the reason its
+/// index cannot be read, so that one unreadable index does not hide the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum InterfaceReport {
+    Readable(InterfaceStatus),
+    Unreadable { ifid: u32, error: String },
+}
+
+/// Collects the status of interface `ifid`, or the error that prevents it.
+pub fn interface_report(data_dir: &Path, ifid: u32) -> InterfaceReport {
+    match interface_status(data_dir, ifid) {
+        Ok(status) => InterfaceReport::Readable(status),
+        Err(err) => InterfaceReport::Unreadable { ifid, error: err.to_string() },
+    }
+}
+
 /// Collects the status of interface `ifid`; reads only.
 pub fn interface_status(data_dir: &Path, ifid: u32) -> Result<InterfaceStatus> {
     let store = InterfaceStore::open_read_only(data_dir, ifid)?;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use pktvault_engine::status::{interface_ids, interface_status};
+use pktvault_engine::status::{interface_ids, interface_report, interface_status};
 use pktvault_engine::store::interface_dir;
 use pktvault_schema::jobs::ExtractionJob;
 use warp::http::header::{
@@ -356,7 +356,7 @@ async fn interfaces(state: &Arc<AppState>) -> Result<Response, ApiError> {
         let mut list = Vec::new();
         for ifid in interface_ids(&data_dir).map_err(crate::extraction::engine_error)? {
             if interface_dir(&data_dir, ifid).join("index").is_dir() {
-                list.push(interface_status(&data_dir, ifid).map_err(crate::extraction::engine_error)?);
+                list.push(interface_report(&data_dir, ifid));
             }
         }
         Ok(list)

@@ -10,11 +10,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pktvault_engine::store::InterfaceStore;
 use pktvault_engine::Result;
 
 const SCRATCH_PREFIX: &str = "pktvault-follower-";
+
+/// How long an interface whose follower could not open is read with a
+/// read-only open per request before the follower is tried again.
+const FOLLOWER_RETRY: Duration = Duration::from_secs(60);
 
 /// Removes the scratch folders of servers that are no longer running; a
 /// server stopped by a signal does not remove its own.
@@ -35,6 +40,8 @@ pub struct Stores {
     /// Folder for RocksDB's logs of the follower stores; removed on drop.
     scratch_dir: PathBuf,
     open: Mutex<HashMap<u32, Arc<InterfaceStore>>>,
+    /// Interfaces whose follower failed to open, and when.
+    failed: Mutex<HashMap<u32, Instant>>,
 }
 
 impl Stores {
@@ -43,7 +50,12 @@ impl Stores {
     pub fn new(data_dir: &Path) -> Stores {
         remove_stale_scratch_dirs();
         let scratch_dir = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
-        Stores { data_dir: data_dir.to_path_buf(), scratch_dir, open: Mutex::new(HashMap::new()) }
+        Stores {
+            data_dir: data_dir.to_path_buf(),
+            scratch_dir,
+            open: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Returns the store of interface `ifid`, up to date with its writer.
@@ -59,25 +71,34 @@ impl Stores {
                 }
             }
         }
+        let mut failed = self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if failed.get(&ifid).is_some_and(|since| since.elapsed() < FOLLOWER_RETRY) {
+            return Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?));
+        }
         let scratch = self.scratch_dir.join(ifid.to_string());
         if let Err(err) = std::fs::create_dir_all(&scratch) {
             // RocksDB cannot follow without a folder for its log, so the
             // index is opened read-only for this request instead, which is slower.
             tracing::warn!("cannot create {}: {err}; opening the index for each request", scratch.display());
+            failed.insert(ifid, Instant::now());
             return Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?));
         }
         match InterfaceStore::open_follower(&self.data_dir, ifid, &scratch) {
             Ok(store) => {
+                failed.remove(&ifid);
                 let store = Arc::new(store);
                 open.insert(ifid, store.clone());
                 Ok(store)
             }
             // RocksDB failed where a read-only open may not, for example
-            // when a follower's open table files exceed the descriptor limit.
-            // NOTE: no test makes this open fail; the test of the fallback
-            // covers the missing scratch folder above.
+            // when a follower, which keeps every table file open, exceeds
+            // the descriptor limit. A read-only open keeps at most 10.
             Err(err @ pktvault_engine::Error::Index { .. }) => {
-                tracing::warn!("cannot keep the index of interface {ifid} open: {err}; opening it for each request");
+                tracing::warn!(
+                    "cannot keep the index of interface {ifid} open: {err}; opening it for each request for the next {} s",
+                    FOLLOWER_RETRY.as_secs()
+                );
+                failed.insert(ifid, Instant::now());
                 Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?))
             }
             Err(err) => Err(err),

@@ -150,6 +150,30 @@ pub fn import(data_dir: &Path, files: &[&Path]) {
     pktvault_expect(&args, 0);
 }
 
+/// Imports `file` into `data_dir` with one segment per second of packet
+/// time, so that the index has a table file per segment, and returns the
+/// number of table files.
+pub fn import_one_second_segments(data_dir: &Path, file: &Path) -> usize {
+    let data = data_dir.to_str().expect("UTF-8 path");
+    pktvault_expect(&["import", "--data-dir", data, "--segment-seconds", "1", file.to_str().expect("UTF-8 path")], 0);
+    let index = std::fs::read_dir(data_dir.join("0").join("index")).expect("read the index folder");
+    index
+        .filter(|entry| entry.as_ref().is_ok_and(|entry| entry.file_name().to_string_lossy().ends_with(".sst")))
+        .count()
+}
+
+/// Rewrites the format marker of interface `ifid`'s index to `version`, as an
+/// index written by another release of pktvault carries it.
+pub fn mark_index_format(data_dir: &Path, ifid: u32, version: u32) {
+    let path = data_dir.join(ifid.to_string()).join("index");
+    let options = rocksdb::Options::default();
+    let families = rocksdb::DB::list_cf(&options, &path).expect("list the column families of the index");
+    let db = rocksdb::DB::open_cf(&options, &path, families).expect("open the index");
+    let marker = pktvault_schema::FormatMarker { version, ..pktvault_schema::FormatMarker::current() };
+    db.put(pktvault_schema::keys::FORMAT_KEY, serde_json::to_vec(&marker).unwrap()).expect("write the format marker");
+    db.flush().expect("flush the index");
+}
+
 /// Extracts `filter` (default language unless `bpf`) over the whole time range and returns the packets.
 pub fn extract_all(data_dir: &Path, filter: &str, bpf: bool) -> (PcapInfo, Vec<Packet>) {
     let data_dir = data_dir.display().to_string();

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::pktvault_bin;
 
+fn serve_args(data_dir: &Path) -> [&str; 5] {
+    ["serve", "--data-dir", data_dir.to_str().expect("UTF-8 path"), "--listen", "127.0.0.1:0"]
+}
+
 /// A running `pktvault serve`, killed by its pid when dropped.
 pub struct Server {
     pub child: Child,
@@ -25,14 +29,28 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables for the server.
     pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
+        let mut command = Command::new(pktvault_bin());
+        command.args(serve_args(data_dir)).args(args).envs(env.iter().copied());
+        Server::spawn(command, args)
+    }
+
+    /// Like [`Server::start`], with the soft and hard limit of open file
+    /// descriptors set to `limit` by the shell's `ulimit -n`.
+    pub fn start_with_open_file_limit(data_dir: &Path, limit: u32) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -n \"$1\" && shift && exec \"$@\"", "sh", &limit.to_string()])
+            .arg(pktvault_bin())
+            .args(serve_args(data_dir));
+        Server::spawn(command, &[])
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Server {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let stderr_path = std::env::temp_dir().join(format!("pktvault-serve-{}-{number}.stderr", std::process::id()));
         let stderr_file = fs::File::create(&stderr_path).expect("create stderr file");
-        let child = Command::new(pktvault_bin())
-            .args(["serve", "--data-dir", data_dir.to_str().expect("UTF-8 path"), "--listen", "127.0.0.1:0"])
-            .args(args)
-            .envs(env.iter().copied())
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr_file)
