@@ -171,6 +171,9 @@ impl InterfaceStore {
         // default it keeps one file per shard it touched: an extraction over
         // 90 segments held 35 table files open. One shard keeps it to 10.
         options.set_table_cache_num_shard_bits(0);
+        // RocksDB starts max_file_opening_threads - 1 threads each time it
+        // loads table files; with 1 the loading thread does it alone.
+        options.set_max_file_opening_threads(1);
         options.set_skip_stats_update_on_db_open(true);
         options.set_block_based_table_factory(&table_options());
         let db = DB::open_cf_descriptors_read_only(&options, &index_path, families(&options), false)
@@ -193,6 +196,10 @@ impl InterfaceStore {
         // the writer deletes stay readable until the next catch-up. Sealed
         // segments have a table file each, so the descriptor limit is raised.
         options.set_max_open_files(-1);
+        // Every catch-up loads the table files of the new version, and with
+        // the default of 16 it started 15 threads for that, 54 per request
+        // for an extraction over 56 segments.
+        options.set_max_file_opening_threads(1);
         raise_open_file_limit();
         let mut table_options = table_options();
         table_options.set_block_cache(&rocksdb::Cache::new_lru_cache(FOLLOWER_CACHE_BYTES));
