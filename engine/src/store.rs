@@ -11,6 +11,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use pktvault_schema::keys::{self, Field};
 use pktvault_schema::segment::{decode_times, encode_position_pieces, encode_times};
@@ -30,6 +31,9 @@ pub struct InterfaceStore {
     index_path: PathBuf,
     db: DB,
     writable: bool,
+    /// The segment list and the sequence number it was read at. Every write
+    /// raises the sequence number, so the list is valid while it is unchanged.
+    segments_cache: Mutex<Option<(u64, Vec<SegmentMeta>)>>,
 }
 
 /// Block cache of a store opened with [`InterfaceStore::open_follower`].
@@ -140,7 +144,7 @@ impl InterfaceStore {
                 }
             },
         )?;
-        let store = InterfaceStore { ifid, root, index_path, db, writable: true };
+        let store = InterfaceStore { ifid, root, index_path, db, writable: true, segments_cache: Mutex::default() };
         match store.get(keys::FORMAT_KEY)? {
             Some(bytes) => store.check_format(&bytes)?,
             None => {
@@ -178,7 +182,8 @@ impl InterfaceStore {
         options.set_block_based_table_factory(&table_options());
         let db = DB::open_cf_descriptors_read_only(&options, &index_path, families(&options), false)
             .map_err(|source| open_error(data_dir, ifid, &index_path, source))?;
-        InterfaceStore { ifid, root, index_path, db, writable: false }.checked(data_dir)
+        InterfaceStore { ifid, root, index_path, db, writable: false, segments_cache: Mutex::default() }
+            .checked(data_dir)
     }
 
     /// Opens the interface for a long-lived reader, such as the HTTP server,
@@ -208,7 +213,8 @@ impl InterfaceStore {
         options.set_block_based_table_factory(&table_options);
         let db = DB::open_cf_descriptors_as_secondary(&options, index_path.as_path(), scratch_dir, families(&options))
             .map_err(|source| open_error(data_dir, ifid, &index_path, source))?;
-        InterfaceStore { ifid, root, index_path, db, writable: false }.checked(data_dir)
+        InterfaceStore { ifid, root, index_path, db, writable: false, segments_cache: Mutex::default() }
+            .checked(data_dir)
     }
 
     /// Reads what the writer committed since the last call; only for a
@@ -267,6 +273,15 @@ impl InterfaceStore {
 
     /// Returns the metadata of every committed segment, by segment id.
     pub fn segments(&self) -> Result<Vec<SegmentMeta>> {
+        // Read before the list, so that a write in between only makes the
+        // next call read the list again.
+        let sequence = self.db.latest_sequence_number();
+        let mut cache = self.segments_cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached_at, segments)) = cache.as_ref() {
+            if *cached_at == sequence {
+                return Ok(segments.clone());
+            }
+        }
         let mut segments = Vec::new();
         let mut iterator = self.db.raw_iterator_cf(self.meta_cf());
         iterator.seek_to_first();
@@ -276,6 +291,7 @@ impl InterfaceStore {
             iterator.next();
         }
         iterator.status().map_err(|source| self.index_error(source))?;
+        *cache = Some((sequence, segments.clone()));
         Ok(segments)
     }
 
@@ -679,6 +695,45 @@ mod tests {
         let command = format!("pktvault import --data-dir NEW_DIR --ifid 3 {}/*.pcap", pcap_dir.display());
         assert!(err.contains(&command), "{err}");
         assert_eq!(listing(&index_path), before, "the rejected open changed the index folder");
+    }
+
+    #[test]
+    fn segment_list_follows_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
+        let mut ingester = Ingester::new(store, SegmentLimits { seconds: 1, bytes: 64 << 20 }).unwrap();
+        for number in 0..300u32 {
+            let frame = udp_frame((number % 7) as u8, 1000);
+            let packet = SourcePacket {
+                ts_sec: 1_700_000_000 + number / 100,
+                ts_frac: number % 100,
+                resolution: TsResolution::Micro,
+                wire_len: frame.len() as u32,
+                data: &frame,
+            };
+            ingester.ingest(1, 65535, &packet).unwrap();
+        }
+        let (writer, _) = ingester.finish().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let follower = InterfaceStore::open_follower(dir.path(), 0, scratch.path()).unwrap();
+        let before = follower.segments().unwrap();
+        assert_eq!(before.len(), 3);
+        assert_eq!(writer.segments().unwrap(), before);
+
+        let mut changed = before[1].clone();
+        changed.dropped = 42;
+        writer.update_meta(&changed).unwrap();
+        assert_eq!(writer.segments().unwrap()[1], changed, "the writer lists its own change");
+        assert_eq!(follower.segments().unwrap(), before, "the follower has not caught up yet");
+        follower.catch_up().unwrap();
+        assert_eq!(follower.segments().unwrap()[1], changed, "the follower lists the change after catching up");
+
+        writer.delete_segment_entries(before[0].segment_id).unwrap();
+        follower.catch_up().unwrap();
+        let after = follower.segments().unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0], changed);
+        assert_eq!(writer.segments().unwrap(), after);
     }
 
     #[test]
