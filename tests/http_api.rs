@@ -326,6 +326,7 @@ fn serve_falls_back_at_descriptor_limit() {
     let stderr = server.stderr();
     assert!(stderr.contains("Too many open files"), "the follower opened after all: {stderr}");
     assert_eq!(stderr.matches("opening it for each request").count(), 1, "{stderr}");
+    assert!(stderr.contains("raise the limit of open files"), "{stderr}");
 
     let output = Command::new(pktvault_bin())
         .args(["extract", "--data-dir", dir.path().to_str().unwrap(), "--begin", TLS_BEGIN, "--end", TLS_END])
@@ -355,6 +356,8 @@ fn interface_list_shows_unreadable_index() {
     let error = interfaces[1]["error"].as_str().expect("an error for interface 1");
     assert!(error.contains("index format version 3 is not supported"), "{error}");
     expect_error(get(&server, "/api/v1/interfaces/1/status"), 500, "index_format");
+    let stderr = server.stderr();
+    assert!(stderr.contains("request failed: index at"), "the cause of the 500 is not logged: {stderr}");
     let path = format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}");
     assert_eq!(read_pcap(&expect_pcap(get(&server, &path), "interface 0")).1.len(), 7451);
 }

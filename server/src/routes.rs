@@ -137,6 +137,11 @@ where
         result
     }
     .await;
+    if let Err(err) = &result {
+        if err.status.is_server_error() {
+            tracing::warn!(uri = %uri, code = err.code, "request failed: {}", err.message);
+        }
+    }
     let response = result.unwrap_or_else(ApiError::into_response);
     // One access-log line per request. A download's body streams after this,
     // so the time is the time to the response head.

@@ -94,8 +94,13 @@ impl Stores {
             // when a follower, which keeps every table file open, exceeds
             // the descriptor limit. A read-only open keeps at most 10.
             Err(err @ pktvault_engine::Error::Index { .. }) => {
+                let hint = if err.to_string().contains("Too many open files") {
+                    "; raise the limit of open files (ulimit -n, or LimitNOFILE= in a systemd unit) to keep it open"
+                } else {
+                    ""
+                };
                 tracing::warn!(
-                    "cannot keep the index of interface {ifid} open: {err}; opening it for each request for the next {} s",
+                    "cannot keep the index of interface {ifid} open: {err}; opening it for each request for the next {} s{hint}",
                     FOLLOWER_RETRY.as_secs()
                 );
                 failed.insert(ifid, Instant::now());
