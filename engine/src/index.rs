@@ -430,21 +430,11 @@ impl FlowPackets {
         Ok(())
     }
 
-    /// Returns the packets added.
+    /// Returns the packets added. roaring builds its containers from the
+    /// bytes of the bit set, instead of taking the packets one at a time.
     pub fn into_bitmap(self) -> RoaringBitmap {
-        let packets = self.marked.iter().enumerate().flat_map(|(word, &bits)| {
-            let base = word as u32 * 64;
-            let mut bits = bits;
-            std::iter::from_fn(move || {
-                if bits == 0 {
-                    return None;
-                }
-                let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                Some(base + bit)
-            })
-        });
-        RoaringBitmap::from_sorted_iter(packets).expect("bits are walked in ascending order")
+        let bytes: Vec<u8> = self.marked.iter().flat_map(|word| word.to_le_bytes()).collect();
+        RoaringBitmap::from_lsb0_bytes(0, &bytes)
     }
 }
 

@@ -291,7 +291,10 @@ pub struct SegmentReader {
     /// takes the following groups too while they are flagged, up to
     /// [`MAX_READ_BYTES`].
     candidate_groups: Vec<bool>,
+    /// Read buffer. It only grows, so that a read of another size does not
+    /// fill it with zeros again; `filled` bytes of it are valid.
     buffer: Vec<u8>,
+    filled: usize,
     /// Packet number and byte offset in `buffer` of the next record to parse.
     cursor: (u32, usize),
     /// The record returned last: packet number, header, and data range in
@@ -339,6 +342,7 @@ impl SegmentReader {
             loaded: None,
             candidate_groups: Vec::new(),
             buffer: Vec::new(),
+            filled: 0,
             cursor: (0, 0),
             last: None,
         })
@@ -392,11 +396,19 @@ impl SegmentReader {
         if end < start || end - start > 1 << 34 {
             return Err(self.damaged(format!("groups {group}..={last} span bytes {start}..{end}")));
         }
-        self.buffer.resize((end - start) as usize, 0);
-        self.file.read_exact_at(&mut self.buffer, start).map_err(|err| Error::DamagedSegment {
+        let length = (end - start) as usize;
+        if self.buffer.len() < length {
+            self.buffer.resize(length, 0);
+        }
+        // Nothing counts as loaded until the read succeeds.
+        self.loaded = None;
+        self.last = None;
+        self.filled = 0;
+        self.file.read_exact_at(&mut self.buffer[..length], start).map_err(|err| Error::DamagedSegment {
             path: self.path.clone(),
             reason: format!("cannot read bytes {start}..{end}: {err}"),
         })?;
+        self.filled = length;
         self.loaded = Some((group, last));
         self.cursor = (group * PACKETS_PER_GROUP, 0);
         self.last = None;
@@ -421,7 +433,7 @@ impl SegmentReader {
 
     /// Returns the bytes read last: whole records.
     pub fn buffer(&self) -> &[u8] {
-        &self.buffer
+        &self.buffer[..self.filled]
     }
 
     /// Returns packet number `packet`: its record header and captured bytes.
@@ -443,13 +455,14 @@ impl SegmentReader {
         }
         loop {
             let (number, offset) = self.cursor;
-            let Some(header_bytes) = self.buffer.get(offset..offset + RECORD_HEADER_BYTES as usize) else {
+            let Some(header_bytes) = self.buffer[..self.filled].get(offset..offset + RECORD_HEADER_BYTES as usize)
+            else {
                 return Err(self.damaged(format!("record {number} starts past the end of its group")));
             };
             let header = RecordHeader::parse(header_bytes);
             let data_start = offset + RECORD_HEADER_BYTES as usize;
             let data_end = data_start + header.caplen as usize;
-            if data_end > self.buffer.len() {
+            if data_end > self.filled {
                 return Err(
                     self.damaged(format!("record {number} of {} bytes runs past the end of its group", header.caplen))
                 );
