@@ -983,6 +983,20 @@ fn disconnecting_client_stops_extraction() {
     assert!(first.starts_with(b"HTTP/1.1 200"));
     // The first bytes arrive while the extraction still runs.
     assert_eq!(server_stats(&server)["active"], 1);
+    // Close with a reset, as a client that is killed does.
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: the descriptor is the open socket of `stream`, and `linger`
+    // is a valid option value of the size passed.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt SO_LINGER");
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(30);
     let stats = loop {
@@ -997,6 +1011,9 @@ fn disconnecting_client_stops_extraction() {
     let total = json(get(&server, "/api/v1/interfaces/0/status"))["disk_bytes"].as_u64().unwrap();
     let sent = stats["bytes_sent"].as_u64().unwrap();
     assert!(sent < total / 4, "{sent} of about {total} bytes were produced for a client that read 1 KB");
+    let stderr = server.stderr();
+    assert!(stderr.contains("live extraction stopped: the client closed the connection"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "a client that went away is logged as an error: {stderr}");
 }
 
 #[test]

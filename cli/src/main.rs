@@ -244,9 +244,13 @@ fn open_recorder_log(location: &Location) -> Option<std::fs::File> {
 fn init_logging(command: &Command) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-    let default_level = if matches!(command, Command::Record(_) | Command::Serve(_)) { "info" } else { "warn" };
+    // warp logs an error for every connection that ends badly, which for a
+    // download means the client went away. The server logs that case itself
+    // at info level, and a failed extraction as a warning.
+    let default_filter =
+        if matches!(command, Command::Record(_) | Command::Serve(_)) { "info,warp::server::run=off" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
     // The recorder also logs into its interface folder, where `status` shows the last lines.
     // NOTE: with several interfaces, only the --ifid interface's folder gets the log.

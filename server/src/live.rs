@@ -197,6 +197,13 @@ pub async fn live_extraction(
         };
         counter.fetch_add(1, Ordering::Relaxed);
         task_counters.active.fetch_sub(1, Ordering::Relaxed);
+        if let Err(ExtractOutcomeError::Engine(Error::Cancelled)) = &result {
+            tracing::info!(
+                ifid,
+                packets = control.packets(),
+                "live extraction stopped: the client closed the connection"
+            );
+        }
         if let Err(ExtractOutcomeError::Engine(err)) = &result {
             let request_error = matches!(err, Error::Cancelled | Error::Filter(_) | Error::BpfCompile { .. });
             if !request_error {
