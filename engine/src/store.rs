@@ -674,6 +674,32 @@ mod tests {
         frame
     }
 
+    /// Records `count` Ethernet frames, `frame(number)` each, at `per_second`
+    /// packets per second of packet time into interface 0 of `dir`, with a
+    /// new segment every `segment_seconds`, and returns the store.
+    fn record_udp(
+        dir: &Path,
+        segment_seconds: u64,
+        count: u32,
+        per_second: u32,
+        frame: impl Fn(u32) -> Vec<u8>,
+    ) -> InterfaceStore {
+        let store = InterfaceStore::open_writable(dir, 0).unwrap();
+        let mut ingester = Ingester::new(store, SegmentLimits { seconds: segment_seconds, bytes: 64 << 20 }).unwrap();
+        for number in 0..count {
+            let frame = frame(number);
+            let packet = SourcePacket {
+                ts_sec: 1_700_000_000 + number / per_second,
+                ts_frac: number % per_second,
+                resolution: TsResolution::Micro,
+                wire_len: frame.len() as u32,
+                data: &frame,
+            };
+            ingester.ingest(1, 65535, &packet).unwrap();
+        }
+        ingester.finish().unwrap().0
+    }
+
     /// Returns the name and size of every file in `dir`.
     fn listing(dir: &Path) -> Vec<(String, u64)> {
         let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
@@ -707,20 +733,7 @@ mod tests {
     #[test]
     fn segment_list_follows_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
-        let mut ingester = Ingester::new(store, SegmentLimits { seconds: 1, bytes: 64 << 20 }).unwrap();
-        for number in 0..300u32 {
-            let frame = udp_frame((number % 7) as u8, 1000);
-            let packet = SourcePacket {
-                ts_sec: 1_700_000_000 + number / 100,
-                ts_frac: number % 100,
-                resolution: TsResolution::Micro,
-                wire_len: frame.len() as u32,
-                data: &frame,
-            };
-            ingester.ingest(1, 65535, &packet).unwrap();
-        }
-        let (writer, _) = ingester.finish().unwrap();
+        let writer = record_udp(dir.path(), 1, 300, 100, |number| udp_frame((number % 7) as u8, 1000));
         let scratch = tempfile::tempdir().unwrap();
         let follower = InterfaceStore::open_follower(dir.path(), 0, scratch.path()).unwrap();
         let before = follower.segments().unwrap();
@@ -746,21 +759,10 @@ mod tests {
     #[test]
     fn missing_table_pieces_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
-        let mut ingester = Ingester::new(store, SegmentLimits { seconds: 3600, bytes: 64 << 20 }).unwrap();
         // 20,000 packets in 5 position pieces and 400 flows in 4 flow pieces.
-        for number in 0..20_000u32 {
-            let frame = udp_frame((number % 20) as u8, 1000 + (number % 400) as u16);
-            let packet = SourcePacket {
-                ts_sec: 1_700_000_000 + number / 1000,
-                ts_frac: number % 1000,
-                resolution: TsResolution::Micro,
-                wire_len: frame.len() as u32,
-                data: &frame,
-            };
-            ingester.ingest(1, 65535, &packet).unwrap();
-        }
-        let (store, _) = ingester.finish().unwrap();
+        let store = record_udp(dir.path(), 3600, 20_000, 1000, |number| {
+            udp_frame((number % 20) as u8, 1000 + (number % 400) as u16)
+        });
         let meta = store.segments().unwrap().remove(0);
         assert_eq!(meta.packets, 20_000);
         let id = meta.segment_id;
