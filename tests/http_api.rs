@@ -297,15 +297,9 @@ fn serve_falls_back_to_per_request_index() {
     let stderr = server.stderr();
     assert!(stderr.contains("opening the index for each request"), "{stderr}");
 
-    let output = Command::new(pktvault_bin())
-        .args(["extract", "--data-dir", dir.path().to_str().unwrap(), "--begin", TLS_BEGIN, "--end", TLS_END])
-        .args(["-w", "-", "tcp port 443"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(read_pcap(&output.stdout).1.len() > 100, "too few packets to compare");
-    assert_eq!(served, output.stdout, "the server's per-request index and the CLI differ");
+    let extracted = cli_extract(dir.path(), TLS_BEGIN, TLS_END, "tcp port 443", false);
+    assert!(read_pcap(&extracted).1.len() > 100, "too few packets to compare");
+    assert_eq!(served, extracted, "the server's per-request index and the CLI differ");
 }
 
 #[test]
@@ -328,15 +322,9 @@ fn serve_falls_back_at_descriptor_limit() {
     assert_eq!(stderr.matches("opening it for each request").count(), 1, "{stderr}");
     assert!(stderr.contains("raise the limit of open files"), "{stderr}");
 
-    let output = Command::new(pktvault_bin())
-        .args(["extract", "--data-dir", dir.path().to_str().unwrap(), "--begin", TLS_BEGIN, "--end", TLS_END])
-        .args(["-w", "-", "tcp"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(read_pcap(&output.stdout).1.len(), 7451);
-    assert_eq!(served, output.stdout, "the server's per-request index and the CLI differ");
+    let extracted = cli_extract(dir.path(), TLS_BEGIN, TLS_END, "tcp", false);
+    assert_eq!(read_pcap(&extracted).1.len(), 7451);
+    assert_eq!(served, extracted, "the server's per-request index and the CLI differ");
 }
 
 #[test]
