@@ -17,8 +17,8 @@ use pktvault_engine::Result;
 
 const SCRATCH_PREFIX: &str = "pktvault-follower-";
 
-/// How long an interface whose follower could not open is read with a
-/// read-only open per request before the follower is tried again.
+/// Time after a failed follower open during which the interface is opened
+/// read-only for each request; the follower is tried again after it.
 const FOLLOWER_RETRY: Duration = Duration::from_secs(60);
 
 /// Removes the scratch folders of servers that are no longer running; a

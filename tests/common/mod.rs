@@ -162,8 +162,8 @@ pub fn import_one_second_segments(data_dir: &Path, file: &Path) -> usize {
         .count()
 }
 
-/// Rewrites the format marker of interface `ifid`'s index to `version`, as an
-/// index written by another release of pktvault carries it.
+/// Rewrites the format marker of interface `ifid`'s index to `version`, so
+/// that the index looks like one written by a release of another format.
 pub fn mark_index_format(data_dir: &Path, ifid: u32, version: u32) {
     let path = data_dir.join(ifid.to_string()).join("index");
     let options = rocksdb::Options::default();

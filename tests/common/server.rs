@@ -34,8 +34,8 @@ impl Server {
         Server::spawn(command, args)
     }
 
-    /// Like [`Server::start`], with the soft and hard limit of open file
-    /// descriptors set to `limit` by the shell's `ulimit -n`.
+    /// Starts the server as [`Server::start`] does, with the soft and hard
+    /// limit of open file descriptors set to `limit` by the shell's `ulimit -n`.
     pub fn start_with_open_file_limit(data_dir: &Path, limit: u32) -> Server {
         let mut command = Command::new("sh");
         command
