@@ -344,8 +344,15 @@ fn interface_list_shows_unreadable_index() {
     let error = interfaces[1]["error"].as_str().expect("an error for interface 1");
     assert!(error.contains("index format version 3 is not supported"), "{error}");
     expect_error(get(&server, "/api/v1/interfaces/1/status"), 500, "index_format");
+    let broken = format!("/api/v1/interfaces/1/pcap?begin={TLS_BEGIN}&end={TLS_END}");
+    expect_error(get(&server, &broken), 500, "index_format");
     let stderr = server.stderr();
     assert!(stderr.contains("request failed: index at"), "the cause of the 500 is not logged: {stderr}");
+    // The failed extraction is logged once, by its request, not again by
+    // the extraction thread.
+    let warnings = stderr.lines().filter(|line| line.contains("WARN")).collect::<Vec<_>>();
+    assert_eq!(warnings.iter().filter(|line| line.contains("/interfaces/1/pcap")).count(), 1, "{stderr}");
+    assert!(!stderr.contains("live extraction failed"), "{stderr}");
     let path = format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}");
     assert_eq!(read_pcap(&expect_pcap(get(&server, &path), "interface 0")).1.len(), 7451);
 }

@@ -177,6 +177,7 @@ pub async fn live_extraction(
     let linktype = params.linktype;
     let task = tokio::task::spawn_blocking(move || {
         let _done = done_tx;
+        let mut header_sent = false;
         let result = (|| -> Result<_, ExtractOutcomeError> {
             let store = stores.get(ifid)?;
             let _ = coverage_tx.send(coverage(&store, window, linktype)?);
@@ -188,7 +189,9 @@ pub async fn live_extraction(
                 counters: task_counters.clone(),
             };
             let mut request = ExtractRequest { window, selection, linktype };
-            extract_to(&store, &mut request, &mut sink, &control)
+            let result = extract_to(&store, &mut request, &mut sink, &control);
+            header_sent = sink.started.is_none();
+            result
         })();
         let counter = match &result {
             Ok(_) => &task_counters.completed,
@@ -205,11 +208,13 @@ pub async fn live_extraction(
             );
         }
         if let Err(ExtractOutcomeError::Engine(err)) = &result {
+            // An error before the pcap header becomes the response, and the
+            // request's handler logs it. Past the header the status is sent,
+            // so the error is logged here and breaks the chunked body: the
+            // client sees a failed transfer rather than a short pcap.
             let request_error = matches!(err, Error::Cancelled | Error::Filter(_) | Error::BpfCompile { .. });
-            if !request_error {
-                tracing::warn!(ifid, "live extraction failed: {err}");
-                // Past the pcap header this breaks the chunked body, so the
-                // client sees a failed transfer rather than a short pcap.
+            if header_sent && !request_error {
+                tracing::warn!(ifid, "live extraction failed after the pcap header: {err}");
                 let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
             }
         }
