@@ -51,6 +51,18 @@ pub struct AppState {
     pub loopback: bool,
 }
 
+/// Binds `address` with `TCP_NODELAY`, which Linux passes on to every
+/// accepted connection. Without it, the last chunk of a streamed response
+/// waited for the client's delayed acknowledgement: a client that reused its
+/// connection got every extraction 40 ms late.
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
 /// A server bound to its address, not yet serving.
 pub struct BoundServer {
     listener: tokio::net::TcpListener,
@@ -84,7 +96,7 @@ impl BoundServer {
         }
         let stores = Arc::new(Stores::new(&config.data_dir));
         let jobs = Jobs::open(&config.data_dir, stores.clone(), config.job_limits)?;
-        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|err| {
+        let listener = listen(config.listen).map_err(|err| {
             format!("cannot listen on {}: {err}; choose another address with --listen", config.listen)
         })?;
         let state = Arc::new(AppState {
@@ -117,5 +129,20 @@ impl BoundServer {
             .and(warp::body::stream())
             .then(routes::handle);
         warp::serve(filter).incoming(self.listener).graceful(shutdown).run().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).expect("listen on loopback");
+        let address = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(accepted.nodelay().unwrap(), "the accepted connection waits to fill segments (Nagle)");
+        drop(client);
     }
 }
