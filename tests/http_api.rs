@@ -344,8 +344,8 @@ fn interface_list_shows_unreadable_index() {
     let error = interfaces[1]["error"].as_str().expect("an error for interface 1");
     assert!(error.contains("index format version 3 is not supported"), "{error}");
     expect_error(get(&server, "/api/v1/interfaces/1/status"), 500, "index_format");
-    let broken = format!("/api/v1/interfaces/1/pcap?begin={TLS_BEGIN}&end={TLS_END}");
-    expect_error(get(&server, &broken), 500, "index_format");
+    let unreadable_pcap = format!("/api/v1/interfaces/1/pcap?begin={TLS_BEGIN}&end={TLS_END}");
+    expect_error(get(&server, &unreadable_pcap), 500, "index_format");
     let stderr = server.stderr();
     assert!(stderr.contains("request failed: index at"), "the cause of the 500 is not logged: {stderr}");
     // The failed extraction is logged once, by its request, not again by

@@ -209,9 +209,9 @@ pub async fn live_extraction(
         }
         if let Err(ExtractOutcomeError::Engine(err)) = &result {
             // An error before the pcap header becomes the response, and the
-            // request's handler logs it. Past the header the status is sent,
-            // so the error is logged here and breaks the chunked body: the
-            // client sees a failed transfer rather than a short pcap.
+            // request's handler logs it. Past the header the status is already
+            // sent, so the error is logged here and breaks the chunked body.
+            // The client then sees a failed transfer rather than a short pcap.
             let request_error = matches!(err, Error::Cancelled | Error::Filter(_) | Error::BpfCompile { .. });
             if header_sent && !request_error {
                 tracing::warn!(ifid, "live extraction failed after the pcap header: {err}");
