@@ -358,6 +358,34 @@ fn interface_list_shows_unreadable_index() {
 }
 
 #[test]
+fn missing_table_file_is_an_error() {
+    // A RocksDB follower opens an index with a table file missing at the
+    // last state whose files all exist, and would serve that state's
+    // packets with status 200. Each table file is removed in turn.
+    let template = tempfile::tempdir().expect("temporary directory");
+    common::import(template.path(), &[&corpus(TLS)]);
+    let mut table_files = std::fs::read_dir(template.path().join("0").join("index"))
+        .expect("index folder")
+        .map(|entry| entry.expect("folder entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sst"))
+        .collect::<Vec<_>>();
+    table_files.sort();
+    assert!(table_files.len() >= 3, "{table_files:?}");
+
+    let path = format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}&filter=port%20443");
+    for table_file in &table_files {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        common::import(dir.path(), &[&corpus(TLS)]);
+        std::fs::remove_file(dir.path().join("0").join("index").join(table_file)).expect("remove a table file");
+        let server = Server::start(dir.path(), &[]);
+        let message = expect_error(get(&server, &path), 500, "internal");
+        assert!(message.contains(table_file), "without {table_file}: {message}");
+        assert!(message.contains("the index is damaged"), "without {table_file}: {message}");
+        assert!(message.contains("pktvault import --data-dir NEW_DIR --ifid 0"), "without {table_file}: {message}");
+    }
+}
+
+#[test]
 fn imports_while_serving_are_extractable() {
     // The server keeps the index open between requests; an import made
     // after its first request must still be seen by the next one.

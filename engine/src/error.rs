@@ -15,12 +15,20 @@ pub enum Error {
         source: std::io::Error,
     },
     /// RocksDB returned an error.
-    #[error("index at {path}: {source}")]
+    #[error("index at {}: {source}{}", path.display(), damaged_hint(path, source))]
     Index {
         path: PathBuf,
         #[source]
         source: rocksdb::Error,
     },
+    /// A table file that the index lists does not exist.
+    #[error(
+        "index at {}: its table file {file} is missing; the index is damaged, and the segments can rebuild it \
+         into a new data directory (see 'Data layout' in the README). {}",
+        path.display(),
+        import_example(path)
+    )]
+    MissingTableFile { path: PathBuf, file: String },
     /// A stored value has an unknown format or is damaged.
     #[error("index at {}: {source}{}", path.display(), reimport_hint(path, source))]
     Format {
@@ -69,13 +77,30 @@ fn reimport_hint(index_path: &Path, source: &pktvault_schema::FormatError) -> St
     if !matches!(source, pktvault_schema::FormatError::UnsupportedVersion { .. }) {
         return String::new();
     }
+    format!("; 'pktvault --version' names the index format a release reads. {}", import_example(index_path))
+}
+
+/// Returns how to rebuild an index that RocksDB reports damaged or missing
+/// a file, or an empty string for other errors.
+fn damaged_hint(index_path: &Path, source: &rocksdb::Error) -> String {
+    let missing_file = source.kind() == rocksdb::ErrorKind::IOError && source.to_string().contains("No such file");
+    if source.kind() != rocksdb::ErrorKind::Corruption && !missing_file {
+        return String::new();
+    }
+    format!(
+        "; the index is damaged, and the segments can rebuild it into a new data directory (see 'Data layout' in the README). {}",
+        import_example(index_path)
+    )
+}
+
+/// Returns an import command that builds a new index from the segments of `index_path`'s interface.
+fn import_example(index_path: &Path) -> String {
     let Some(interface_dir) = index_path.parent() else {
         return String::new();
     };
     let ifid = interface_dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     format!(
-        "; 'pktvault --version' names the index format a release reads. For example: \
-         pktvault import --data-dir NEW_DIR --ifid {ifid} {}/*.pcap",
+        "For example: pktvault import --data-dir NEW_DIR --ifid {ifid} {}/*.pcap",
         interface_dir.join("pcap").display()
     )
 }

@@ -185,8 +185,25 @@ impl InterfaceStore {
         options.set_block_based_table_factory(&table_options());
         let db = DB::open_cf_descriptors_read_only(&options, &index_path, families(&options), false)
             .map_err(|source| open_error(data_dir, ifid, &index_path, source))?;
-        InterfaceStore { ifid, root, index_path, db, writable: false, segments_cache: Mutex::default() }
-            .checked(data_dir)
+        let store = InterfaceStore { ifid, root, index_path, db, writable: false, segments_cache: Mutex::default() }
+            .checked(data_dir)?;
+        store.check_table_files()?;
+        Ok(store)
+    }
+
+    /// Checks that every table file of the index exists. A read-only open
+    /// opens table files when a read first needs them, and a follower opens
+    /// the index at its last state whose table files all exist, so neither
+    /// open fails when one is missing.
+    fn check_table_files(&self) -> Result<()> {
+        let files = self.db.live_files().map_err(|source| Error::Index { path: self.index_path.clone(), source })?;
+        for file in files {
+            let name = file.name.trim_start_matches('/');
+            if !self.index_path.join(name).exists() {
+                return Err(Error::MissingTableFile { path: self.index_path.clone(), file: name.to_string() });
+            }
+        }
+        Ok(())
     }
 
     /// Opens the interface for a long-lived reader, such as the HTTP server,

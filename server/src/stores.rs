@@ -83,6 +83,11 @@ impl Stores {
             failed.insert(ifid, Instant::now());
             return Ok(Arc::new(InterfaceStore::open_read_only(&self.data_dir, ifid)?));
         }
+        // A secondary instance recovers the last state of the index whose
+        // table files all exist, so with a table file missing it would serve
+        // an older index, and a short pcap, without an error. A read-only
+        // open rejects such an index, as the CLI does.
+        InterfaceStore::open_read_only(&self.data_dir, ifid)?;
         match InterfaceStore::open_follower(&self.data_dir, ifid, &scratch) {
             Ok(store) => {
                 failed.remove(&ifid);
