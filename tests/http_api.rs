@@ -975,6 +975,10 @@ fn job_waits_for_space_until_deleted() {
     let job = wait_job(&server, third, is_finished);
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job["reason"].as_str().unwrap().contains("--job-disk"), "{job}");
+    let stderr = server.stderr();
+    let logged = stderr.lines().find(|line| line.contains("extraction job failed")).unwrap_or_default();
+    assert!(logged.contains(&format!("job={third}")), "the failure is not logged with its job id: {stderr}");
+    assert!(logged.contains("--job-disk"), "the logged failure has no reason: {stderr}");
 }
 
 fn server_stats(server: &Server) -> Value {

@@ -514,6 +514,9 @@ impl Jobs {
                 self.remove_files(job.id);
             }
         }
+        if let (JobStatus::Failed, Some(reason)) = (job.status, &job.reason) {
+            tracing::warn!(job = job.id, ifid = job.ifid, "extraction job failed: {reason}");
+        }
         job
     }
 }
