@@ -382,6 +382,7 @@ fn missing_table_file_is_an_error() {
         assert!(message.contains(table_file), "without {table_file}: {message}");
         assert!(message.contains("the index is damaged"), "without {table_file}: {message}");
         assert!(message.contains("pktvault import --data-dir NEW_DIR --ifid 0"), "without {table_file}: {message}");
+        assert!(!message.contains("Corruption: Corruption"), "without {table_file}: {message}");
     }
 }
 

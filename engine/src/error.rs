@@ -15,19 +15,14 @@ pub enum Error {
         source: std::io::Error,
     },
     /// RocksDB returned an error.
-    #[error("index at {}: {source}{}", path.display(), damaged_hint(path, source))]
+    #[error("index at {}: {}{}", path.display(), rocksdb_message(&source.to_string()), damaged_hint(path, source))]
     Index {
         path: PathBuf,
         #[source]
         source: rocksdb::Error,
     },
     /// A table file that the index lists does not exist.
-    #[error(
-        "index at {}: its table file {file} is missing; the index is damaged, and the segments can rebuild it \
-         into a new data directory (see 'Data layout' in the README). {}",
-        path.display(),
-        import_example(path)
-    )]
+    #[error("index at {}: its table file {file} is missing; {}", path.display(), rebuild_hint(path))]
     MissingTableFile { path: PathBuf, file: String },
     /// A stored value has an unknown format or is damaged.
     #[error("index at {}: {source}{}", path.display(), reimport_hint(path, source))]
@@ -80,6 +75,15 @@ fn reimport_hint(index_path: &Path, source: &pktvault_schema::FormatError) -> St
     format!("; 'pktvault --version' names the index format a release reads. {}", import_example(index_path))
 }
 
+/// Returns RocksDB's message without the repeated status name that it
+/// writes for some errors ("Corruption: Corruption: ...").
+fn rocksdb_message(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((status, rest)) if rest.starts_with(&format!("{status}: ")) => rest,
+        _ => message,
+    }
+}
+
 /// Returns how to rebuild an index that RocksDB reports damaged or missing
 /// a file, or an empty string for other errors.
 fn damaged_hint(index_path: &Path, source: &rocksdb::Error) -> String {
@@ -87,8 +91,13 @@ fn damaged_hint(index_path: &Path, source: &rocksdb::Error) -> String {
     if source.kind() != rocksdb::ErrorKind::Corruption && !missing_file {
         return String::new();
     }
+    format!("; {}", rebuild_hint(index_path))
+}
+
+/// Returns how to rebuild a damaged index from its segments.
+fn rebuild_hint(index_path: &Path) -> String {
     format!(
-        "; the index is damaged, and the segments can rebuild it into a new data directory (see 'Data layout' in the README). {}",
+        "the index is damaged, and the segments can rebuild it into a new data directory (see 'Data layout' in the README). {}",
         import_example(index_path)
     )
 }
@@ -114,3 +123,14 @@ impl Error {
 
 /// Result type of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocksdb_status_name_written_once() {
+        assert_eq!(rocksdb_message("Corruption: Corruption: bad block"), "Corruption: bad block");
+        assert_eq!(rocksdb_message("IO error: No such file or directory"), "IO error: No such file or directory");
+    }
+}
