@@ -15,7 +15,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// RocksDB returned an error.
-    #[error("index at {}: {}{}", path.display(), rocksdb_message(&source.to_string()), damaged_hint(path, source))]
+    #[error("index at {}: {}{}", path.display(), rocksdb_message(source.as_ref()), damaged_hint(path, source))]
     Index {
         path: PathBuf,
         #[source]
