@@ -192,9 +192,9 @@ impl InterfaceStore {
     }
 
     /// Checks that every table file of the index exists. A read-only open
-    /// opens table files when a read first needs them, and a follower opens
-    /// the index at its last state whose table files all exist, so neither
-    /// open fails when one is missing.
+    /// opens most table files when a read first needs them, so it does not
+    /// always fail when one is missing, and a follower opens the index at its
+    /// last state whose table files all exist.
     fn check_table_files(&self) -> Result<()> {
         let files = self.db.live_files().map_err(|source| Error::Index { path: self.index_path.clone(), source })?;
         for file in files {
