@@ -13,5 +13,6 @@ pub mod retention;
 pub mod segment;
 pub mod status;
 pub mod store;
+mod write_behind;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! timestamp resolution, with position and time tables kept in the index.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,15 @@ use roaring::RoaringBitmap;
 use crate::decode::Decoded;
 use crate::index::SegmentIndex;
 use crate::store::SegmentTables;
+use crate::write_behind::WriteBehind;
 use crate::{Error, Result};
 
 /// Largest block a [`SegmentReader`] reads at once when consecutive groups
 /// hold wanted packets.
 const MAX_READ_BYTES: u64 = 1 << 20;
 
-/// Flushed bytes of a segment after which their writeback is started.
-const WRITEBACK_BYTES: u64 = 8 << 20;
+/// Bytes of a segment's write buffer; a record fits in it whole up to this size.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 /// Bytes of a pcap file header.
 pub const FILE_HEADER_BYTES: u64 = 24;
@@ -78,7 +79,7 @@ impl RecordHeader {
 /// A segment being written.
 pub struct SegmentWriter {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: WriteBehind,
     meta: SegmentMeta,
     tables: SegmentTables,
     index: SegmentIndex,
@@ -86,8 +87,6 @@ pub struct SegmentWriter {
     bucket_start_ns: u64,
     /// Whether the folder entry of the new file has been made durable.
     synced_dir: bool,
-    /// End of the file bytes whose writeback has been started.
-    writeback_started: u64,
 }
 
 impl SegmentWriter {
@@ -107,8 +106,10 @@ impl SegmentWriter {
             .create_new(true)
             .open(&path)
             .map_err(Error::io("cannot create segment", &path))?;
-        let mut file = BufWriter::with_capacity(1 << 20, file);
-        file.write_all(&pcap_file_header(resolution, snaplen, linktype)).map_err(Error::io("cannot write", &path))?;
+        (&file)
+            .write_all(&pcap_file_header(resolution, snaplen, linktype))
+            .map_err(Error::io("cannot write", &path))?;
+        let file = WriteBehind::new(file, WRITE_BUFFER_BYTES).map_err(Error::io("cannot start writing", &path))?;
         let meta = SegmentMeta {
             segment_id,
             file_name,
@@ -133,7 +134,6 @@ impl SegmentWriter {
             index: SegmentIndex::default(),
             bucket_start_ns: first_ts_ns,
             synced_dir: false,
-            writeback_started: 0,
         })
     }
 
@@ -160,24 +160,22 @@ impl SegmentWriter {
     /// Appends one packet record and indexes it.
     ///
     /// A failed write (a full disk, say) leaves the segment unchanged: the
-    /// buffer is flushed before the record goes in, and the record then fits
-    /// in the buffer whole, so it is either appended or not at all. The bytes
-    /// still buffered stay there, and the next append or checkpoint retries them.
+    /// record goes in only once the buffer has room for it whole, so it is
+    /// either appended or not at all. Bytes of earlier records that a write
+    /// left unwritten stay buffered, and the next append or checkpoint
+    /// writes them first.
     pub fn append(&mut self, header: RecordHeader, ts_ns: u64, data: &[u8], decoded: &Decoded) -> Result<()> {
         debug_assert_eq!(header.caplen as usize, data.len());
         let needed = RECORD_HEADER_BYTES as usize + data.len();
-        if self.file.capacity() - self.file.buffer().len() < needed {
-            self.file.flush().map_err(Error::io("cannot write", &self.path))?;
-            self.start_writeback();
-        }
         if needed > self.file.capacity() {
             // Larger than the buffer: written directly, as one record or an error.
             let mut record = header.encode().to_vec();
             record.extend_from_slice(data);
-            self.file.get_mut().write_all(&record).map_err(Error::io("cannot write", &self.path))?;
+            self.file.write_now(&record).map_err(Error::io("cannot write", &self.path))?;
         } else {
-            self.file.write_all(&header.encode()).map_err(Error::io("cannot write", &self.path))?;
-            self.file.write_all(data).map_err(Error::io("cannot write", &self.path))?;
+            self.file.reserve(needed).map_err(Error::io("cannot write", &self.path))?;
+            self.file.push(&header.encode());
+            self.file.push(data);
         }
         let packet = self.meta.packets as u32;
         let record_bytes = RECORD_HEADER_BYTES + data.len() as u64;
@@ -209,37 +207,11 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Asks the kernel to start writing the flushed bytes to disk once
-    /// [`WRITEBACK_BYTES`] have gathered, without waiting for it. The sync when
-    /// the segment is sealed then waits for the last few megabytes only,
-    /// instead of for the whole file.
-    fn start_writeback(&mut self) {
-        // Whole pages only: a page under writeback that the next write
-        // changes can make that write wait until the page is on disk.
-        let flushed = (self.meta.file_bytes - self.file.buffer().len() as u64) & !4095;
-        if flushed.saturating_sub(self.writeback_started) < WRITEBACK_BYTES {
-            return;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let start = self.writeback_started as libc::off64_t;
-            let length = (flushed - self.writeback_started) as libc::off64_t;
-            // SAFETY: the descriptor belongs to the open file; the call only
-            // reads its arguments. A failure is left to the next sync, which
-            // reports it.
-            unsafe {
-                libc::sync_file_range(self.file.get_ref().as_raw_fd(), start, length, libc::SYNC_FILE_RANGE_WRITE);
-            }
-        }
-        self.writeback_started = flushed;
-    }
-
     /// Makes every packet appended so far durable and returns the open
     /// segment's metadata, tables and bitmaps for a checkpoint in the index.
     pub fn checkpoint(&mut self) -> Result<(SegmentMeta, &SegmentTables, &SegmentIndex)> {
         self.file.flush().map_err(Error::io("cannot write", &self.path))?;
-        self.file.get_ref().sync_data().map_err(Error::io("cannot sync", &self.path))?;
+        self.file.file().sync_data().map_err(Error::io("cannot sync", &self.path))?;
         if !self.synced_dir {
             if let Some(dir) = self.path.parent() {
                 sync_dir(dir)?;
@@ -258,11 +230,7 @@ impl SegmentWriter {
     pub fn seal(self) -> Result<(SegmentMeta, SegmentTables, SegmentIndex)> {
         let SegmentWriter { path, file, mut meta, tables, index, .. } = self;
         meta.sealed = true;
-        let file = file.into_inner().map_err(|err| Error::Io {
-            action: "cannot write",
-            path: path.clone(),
-            source: err.into_error(),
-        })?;
+        let file = file.finish().map_err(Error::io("cannot write", &path))?;
         // A record longer than the snaplen of the header makes libpcap truncate
         // it, so the header is rewritten with the largest record length seen.
         file.write_all_at(&meta.snaplen.to_le_bytes(), 16).map_err(Error::io("cannot write", &path))?;
