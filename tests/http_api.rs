@@ -986,6 +986,19 @@ fn server_stats(server: &Server) -> Value {
     json(get(server, "/api/v1/server"))["live_extractions"].clone()
 }
 
+/// Waits up to 30 s until no live extraction runs and returns the counters.
+fn wait_no_live_extraction(server: &Server, context: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = server_stats(server);
+        if stats["active"] == 0 {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "the extraction went on {context}: {stats}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Opens a connection and sends a live-extraction request on it, leaving the
 /// response unread.
 fn open_stream(server: &Server, path: &str) -> TcpStream {
@@ -1026,15 +1039,7 @@ fn disconnecting_client_stops_extraction() {
     };
     assert_eq!(set, 0, "setsockopt SO_LINGER");
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let stats = server_stats(&server);
-        if stats["active"] == 0 {
-            break stats;
-        }
-        assert!(Instant::now() < deadline, "the extraction went on after the client left: {stats}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let stats = wait_no_live_extraction(&server, "after the client left");
     assert_eq!(stats["cancelled_by_client"], 1, "{stats}");
     let total = json(get(&server, "/api/v1/interfaces/0/status"))["disk_bytes"].as_u64().unwrap();
     let sent = stats["bytes_sent"].as_u64().unwrap();
@@ -1042,6 +1047,26 @@ fn disconnecting_client_stops_extraction() {
     let stderr = server.stderr();
     assert!(stderr.contains("live extraction stopped: the client closed the connection"), "{stderr}");
     assert!(!stderr.contains("ERROR"), "a client that went away is logged as an error: {stderr}");
+}
+
+#[test]
+fn head_request_stops_after_headers() {
+    let dir = data_dir_linking(large_data());
+    with_user(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    let path = "/api/v1/interfaces/0/pcap?begin=0&end=1800000000";
+    let head = client().head(server.url(path)).basic_auth(USER, Some(PASSWORD)).send().unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers()["content-type"], "application/vnd.tcpdump.pcap");
+    assert!(head.headers().contains_key("x-pktvault-coverage-begin"), "{:?}", head.headers());
+    let stats = wait_no_live_extraction(&server, "after the HEAD response");
+    assert_eq!(stats["completed"], 1, "{stats}");
+    assert_eq!(stats["cancelled_by_client"], 0, "{stats}");
+    let total = json(get(&server, "/api/v1/interfaces/0/status"))["disk_bytes"].as_u64().unwrap();
+    let sent = stats["bytes_sent"].as_u64().unwrap();
+    assert!(sent < total / 4, "{sent} of about {total} bytes were produced for a HEAD request");
+    let stderr = server.stderr();
+    assert!(!stderr.contains("live extraction stopped"), "a HEAD request is logged as a client that left: {stderr}");
 }
 
 #[test]

@@ -147,11 +147,16 @@ impl futures_util::Stream for ChunkStream {
 }
 
 /// Runs a live extraction and returns an error before any pcap byte, or a streamed pcap.
+///
+/// With `head_only`, for a HEAD request, the extraction stops once the pcap
+/// header is written: the response has the status and headers of a GET, and
+/// hyper sends no body.
 pub async fn live_extraction(
     stores: Arc<Stores>,
     ifid: u32,
     params: ExtractionParams,
     counters: Arc<LiveCounters>,
+    head_only: bool,
 ) -> Result<Response, ApiError> {
     let selection = selection(&params.filter, params.syntax)?;
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
@@ -163,6 +168,7 @@ pub async fn live_extraction(
     // Cancels the extraction when the client goes away.
     let watch_tx = tx.clone();
     let watch_control = control.clone();
+    let head_control = control.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = watch_tx.closed() => watch_control.cancel(),
@@ -195,12 +201,17 @@ pub async fn live_extraction(
         })();
         let counter = match &result {
             Ok(_) => &task_counters.completed,
+            Err(ExtractOutcomeError::Engine(Error::Cancelled)) if head_only => &task_counters.completed,
             Err(ExtractOutcomeError::Engine(Error::Cancelled)) => &task_counters.cancelled,
             Err(_) => &task_counters.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         task_counters.active.fetch_sub(1, Ordering::Relaxed);
         if let Err(ExtractOutcomeError::Engine(Error::Cancelled)) = &result {
+            if head_only {
+                tracing::debug!(ifid, "live extraction of a HEAD request stopped after the pcap header");
+                return result;
+            }
             tracing::info!(
                 ifid,
                 packets = control.packets(),
@@ -228,6 +239,9 @@ pub async fn live_extraction(
             Ok(Err(err)) => Err(outcome_error(err)),
             Err(err) => Err(ApiError::internal(format!("the extraction thread failed: {err}"))),
         };
+    }
+    if head_only {
+        head_control.cancel();
     }
     let coverage = coverage_rx.await.ok().flatten();
     let mut response = warp::reply::stream(ChunkStream(rx)).into_response();

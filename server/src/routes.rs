@@ -249,7 +249,7 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
             let ifid = known_ifid(state, capture(0))?;
             let params = request.params()?;
             params.only(&["begin", "end", "filter", "filter_syntax", "linktype"], &[])?;
-            live(state, ifid, &params, &NATIVE_NAMES).await
+            live(state, ifid, &params, &NATIVE_NAMES, request.method == Method::HEAD).await
         }
         Action::NtopngLivePcap => {
             let params = request.params()?;
@@ -259,7 +259,7 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
             )?;
             let ifid =
                 known_ifid(state, params.required("ifid", "the interface id, as listed by GET /api/v1/interfaces")?)?;
-            live(state, ifid, &params, &NTOPNG_NAMES).await
+            live(state, ifid, &params, &NTOPNG_NAMES, request.method == Method::HEAD).await
         }
         Action::CreateJob => {
             let ifid = known_ifid(state, capture(0))?;
@@ -350,9 +350,10 @@ async fn live(
     ifid: u32,
     params: &Params,
     names: &ExtractionNames,
+    head_only: bool,
 ) -> Result<Response, ApiError> {
     let extraction = extraction_params(params, names)?;
-    live_extraction(state.stores.clone(), ifid, extraction, state.live.clone()).await
+    live_extraction(state.stores.clone(), ifid, extraction, state.live.clone(), head_only).await
 }
 
 async fn interfaces(state: &Arc<AppState>) -> Result<Response, ApiError> {
