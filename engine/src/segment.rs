@@ -242,6 +242,20 @@ impl SegmentWriter {
     }
 }
 
+/// Opens a segment file for reading without updating its access time, which
+/// took about 2% of a sparse extraction's CPU time in the kernel's checks.
+/// `O_NOATIME` is allowed only to the file's owner, so other users open it
+/// the usual way.
+// NOTE: the tests run as root, which may use O_NOATIME on any file, so the
+// EPERM branch runs only where a user other than the recorder's reads.
+fn open_for_reading(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(err) if err.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
+}
+
 /// Makes a directory's entries durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(Error::io("cannot sync", dir))
@@ -275,7 +289,7 @@ impl SegmentReader {
     /// Opens a segment and checks its file header against the metadata.
     pub fn open(pcap_dir: &Path, meta: SegmentMeta, positions: PositionTable) -> Result<SegmentReader> {
         let path = pcap_dir.join(&meta.file_name);
-        let file = File::open(&path).map_err(|source| {
+        let file = open_for_reading(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 Error::DamagedSegment {
                     path: path.clone(),
