@@ -1,6 +1,6 @@
 //! Live extraction: the pcap of a window streamed as it is found.
 //!
-//! The extraction runs on a blocking thread and hands chunks of about 64 KiB
+//! The extraction runs on a blocking thread and hands chunks of about 256 KiB
 //! to the response through a channel of four chunks, so a slow client slows
 //! the extraction down instead of filling memory. When the client goes away
 //! the channel closes and the extraction is cancelled at its next packet.
@@ -24,8 +24,11 @@ use crate::extraction::{coverage, file_time, outcome_error, selection, Coverage}
 use crate::params::ExtractionParams;
 use crate::stores::Stores;
 
-/// Chunk size handed to the response.
-const CHUNK_BYTES: usize = 64 << 10;
+/// Chunk size handed to the response. Each chunk wakes the response task
+/// and becomes one write to the socket: a one-host query of 2.4 MB took 16%
+/// less server CPU time with 256 KiB chunks than with 64 KiB, and 1 MiB
+/// saved little more for four times the memory per extraction.
+const CHUNK_BYTES: usize = 256 << 10;
 /// Chunks waiting for the client.
 const CHANNEL_CHUNKS: usize = 4;
 /// A partly filled chunk is sent after this long, so that sparse matches reach
