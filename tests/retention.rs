@@ -120,10 +120,10 @@ impl Drop for Mount {
     }
 }
 
-#[test]
-fn full_disk_frees_oldest_and_continues() {
-    let dir = tempfile::tempdir().unwrap();
-    let mount_point = dir.path().join("small");
+/// Mounts a 16 MiB tmpfs in `dir`, or returns `None` after printing why the
+/// test `name` is skipped.
+fn small_filesystem(dir: &std::path::Path, name: &str) -> Option<(std::path::PathBuf, Mount)> {
+    let mount_point = dir.join("small");
     std::fs::create_dir(&mount_point).unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=16m", "pktvault-test", mount_point.to_str().unwrap()])
@@ -131,12 +131,20 @@ fn full_disk_frees_oldest_and_continues() {
         .unwrap();
     if !mounted.status.success() {
         eprintln!(
-            "SKIPPED full_disk_frees_oldest_and_continues: cannot mount a 16 MiB tmpfs (needs root): {}",
+            "SKIPPED {name}: cannot mount a 16 MiB tmpfs (needs root): {}",
             String::from_utf8_lossy(&mounted.stderr)
         );
-        return;
+        return None;
     }
-    let _mount = Mount(mount_point.clone());
+    Some((mount_point.clone(), Mount(mount_point)))
+}
+
+#[test]
+fn full_disk_frees_oldest_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mount_point, _mount)) = small_filesystem(dir.path(), "full_disk_frees_oldest_and_continues") else {
+        return;
+    };
     let limits = SegmentLimits { seconds: 3600, bytes: 1 << 20 };
     let store = InterfaceStore::open_writable(&mount_point, 0).unwrap();
     let mut ingester = Ingester::new(store, limits).unwrap();
@@ -147,4 +155,29 @@ fn full_disk_frees_oldest_and_continues() {
     let first = kept[0];
     assert!(first > 0, "nothing was deleted, so the disk never filled");
     assert_eq!(kept, (first..40_000).collect::<Vec<u32>>(), "the kept packets are not the newest, in order");
+}
+
+#[test]
+fn small_filesystem_rejects_large_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mount_point, _mount)) = small_filesystem(dir.path(), "small_filesystem_rejects_large_segments") else {
+        return;
+    };
+    let small = SegmentLimits { seconds: 3600, bytes: 1 << 20 };
+    let mut ingester = Ingester::new(InterfaceStore::open_writable(&mount_point, 0).unwrap(), small).unwrap();
+    ingest(&mut ingester, 0..3_000, u64::MAX);
+    drop(ingester.finish().unwrap());
+
+    // Two 8 MiB segments and the index do not fit in 16 MiB, even with the
+    // recorded segments deleted, so the ingester stops before deleting any.
+    let large = SegmentLimits { seconds: 3600, bytes: 8 << 20 };
+    let err = match Ingester::new(InterfaceStore::open_writable(&mount_point, 0).unwrap(), large) {
+        Ok(_) => panic!("8 MiB segments were accepted on a 16 MiB filesystem"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("two segments of 8388608 bytes"), "{err}");
+    assert!(err.contains("use --segment-bytes "), "{err}");
+    assert!(err.contains("M or less"), "{err}");
+    let store = InterfaceStore::open_read_only(&mount_point, 0).unwrap();
+    assert_eq!(extractable(&store), (0..3_000).collect::<Vec<u32>>(), "recorded packets were deleted");
 }

@@ -86,6 +86,7 @@ impl Ingester {
             )));
         }
         recover_open_segments(&store)?;
+        check_room(&store, limits.bytes, &[])?;
         let orphans = orphan_files(&store)?;
         let next_segment_id = store.next_segment_id()?;
         let newest_ts_ns = store.segments()?.iter().map(|meta| meta.max_ts_ns).max().unwrap_or(0);
@@ -161,6 +162,7 @@ impl Ingester {
         let available = retention::available_bytes(&self.store.pcap_dir())?;
         let wanted = 2 * self.limits.bytes + MIN_INDEX_RESERVE;
         if available < wanted {
+            check_room(&self.store, self.limits.bytes, &protected)?;
             let freed = retention::free_oldest(&self.store, wanted - available, &protected)?;
             self.stats.segments_deleted += freed.segments_deleted;
             tracing::warn!(
@@ -341,6 +343,40 @@ fn orphan_files(store: &InterfaceStore) -> Result<Vec<std::path::PathBuf>> {
     }
     orphans.sort();
     Ok(orphans)
+}
+
+/// Checks that the filesystem has room for two segments of `segment_bytes`
+/// and the index, counting the sealed segments not in `protected`, which
+/// retention may delete. Without it, a disk smaller than that would have
+/// every recorded segment deleted to make room, and the write would still fail.
+fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64]) -> Result<()> {
+    let pcap_dir = store.pcap_dir();
+    let available = retention::available_bytes(&pcap_dir)?;
+    let wanted = 2 * segment_bytes + MIN_INDEX_RESERVE;
+    if available >= wanted {
+        return Ok(());
+    }
+    let deletable: u64 = store
+        .segments()?
+        .iter()
+        .filter(|meta| meta.sealed && !protected.contains(&meta.segment_id))
+        .map(|meta| meta.file_bytes)
+        .sum();
+    let room = available.saturating_add(deletable);
+    if room >= wanted {
+        return Ok(());
+    }
+    let largest = (room.saturating_sub(MIN_INDEX_RESERVE) / 2) >> 20;
+    let advice = if largest == 0 {
+        "free space on it or record to a larger filesystem".to_string()
+    } else {
+        format!("use --segment-bytes {largest}M or less, or free space on it")
+    };
+    Err(Error::InvalidRequest(format!(
+        "the filesystem of {} has {available} bytes free and {deletable} bytes of segments that retention may delete, \
+         less than the {wanted} bytes that two segments of {segment_bytes} bytes and the index need; {advice}",
+        pcap_dir.display()
+    )))
 }
 
 fn is_disk_full(err: &Error) -> bool {
