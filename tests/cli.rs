@@ -329,6 +329,85 @@ fn import_pcap_cut_mid_record() {
 }
 
 #[test]
+fn import_reads_a_pipe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    // A pcap and a pcapng file, each piped in as standard input.
+    for name in ["dns_mdns_llmnr.pcap", "ipv6_ext_options.pcap"] {
+        let capture = corpus(name);
+        let mut child = Command::new(pktvault_bin())
+            .args(["import", "--data-dir", &path_arg(&data_dir), "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pktvault import");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let bytes = fs::read(&capture).expect("read corpus capture");
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
+        let output = child.wait_with_output().expect("wait for pktvault import");
+        writer.join().expect("writer thread").expect("write to the pipe");
+        let stderr = stderr_text(&output);
+        assert_eq!(output.status.code(), Some(0), "{name}: {stderr}");
+        let expected = tcpdump_select(&capture, "").len();
+        assert!(stderr.contains(&format!("-: {expected} packets imported")), "{name}: {stderr}");
+    }
+    assert_capture_extractable(&data_dir, &corpus("dns_mdns_llmnr.pcap"));
+}
+
+#[test]
+fn import_stops_at_oversized_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let frame = |number: u8| Packet {
+        ts_ns: 1_700_000_000_000_000_000 + u64::from(number) * 1000,
+        caplen: 60,
+        wire_len: 60,
+        data: vec![number; 60],
+    };
+    let mut huge = frame(3);
+    huge.data = vec![3; 300_000];
+    huge.caplen = 300_000;
+    huge.wire_len = 300_000;
+    let bytes = build_pcap(1, &[frame(1), frame(2), huge, frame(4)]);
+    let capture = dir.path().join("oversized.pcap");
+    fs::write(&capture, bytes).expect("write test pcap");
+
+    let output = run_import(&data_dir, &[&capture]);
+    let stderr = stderr_text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped after packet 2"), "{stderr}");
+    assert!(stderr.contains("captured length of 300000 bytes"), "{stderr}");
+    assert!(stderr.contains("262144"), "{stderr}");
+    assert!(stderr.contains(&format!("{}: 2 packets imported", capture.display())), "{stderr}");
+
+    // Every segment stays readable by tcpdump.
+    for entry in fs::read_dir(data_dir.join("0").join("pcap")).expect("list segments") {
+        let segment = entry.expect("segment entry").path();
+        let read = Command::new("tcpdump").args(["-n", "-r"]).arg(&segment).output().expect("run tcpdump");
+        assert!(read.status.success(), "tcpdump cannot read {}: {}", segment.display(), stderr_text(&read));
+    }
+}
+
+#[test]
+fn import_rejects_unknown_pcap_versions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let mut version_3 = pcap_header(65_535, 1);
+    version_3[4..6].copy_from_slice(&3u16.to_le_bytes());
+    version_3[6..8].copy_from_slice(&0u16.to_le_bytes());
+    let versioned = dir.path().join("version3.pcap");
+    fs::write(&versioned, version_3).expect("write test pcap");
+    let short = dir.path().join("short.pcap");
+    fs::write(&short, &pcap_header(65_535, 1)[..10]).expect("write test pcap");
+
+    let output = run_import(&data_dir, &[&versioned, &short]);
+    let stderr = stderr_text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pcap version 3.0 is not supported"), "{stderr}");
+    assert!(stderr.contains("the file is 10 bytes long, shorter than the 24-byte pcap file header"), "{stderr}");
+}
+
+#[test]
 fn import_unknown_linktype_user0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");

@@ -4,10 +4,9 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::PcapNgReader;
-use pcap_file::{PcapError, TsResolution as FileResolution};
+use pcap_file::PcapError;
 use pktvault_schema::time::NANOS_PER_SEC;
 use pktvault_schema::TsResolution;
 
@@ -48,37 +47,58 @@ impl FileReport {
     }
 }
 
-/// Imports every packet of the pcap or pcapng file at `path`.
+/// Largest captured length that libpcap 1.10 reads from a file
+/// (`MAXIMUM_SNAPLEN`). tcpdump stops at a longer record, so one is not
+/// written into a segment that tcpdump then cannot read.
+pub const MAX_CAPLEN: u32 = 262_144;
+
+/// Bytes read from the input at a time.
+const READ_BYTES: usize = 1 << 20;
+
+/// Imports every packet of the pcap or pcapng file at `path`; `-` reads
+/// standard input, so a capture can be piped in.
 ///
 /// A damaged or truncated record ends the file with a warning; the packets
 /// before it stay imported. A file that is not a capture is an error.
 pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
     let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
-    let mut file = File::open(path).map_err(Error::io("cannot open", path))?;
+    let mut source: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(Error::io("cannot open", path))?)
+    };
+    // The magic is read from the stream itself and put back in front of it,
+    // because a pipe cannot be opened twice.
     let mut magic = [0u8; 4];
-    let mut read = 0;
-    while read < 4 {
-        match file.read(&mut magic[read..]) {
-            Ok(0) => break,
-            Ok(count) => read += count,
-            Err(err) => return Err(Error::io("cannot read", path)(err)),
-        }
-    }
+    let read = read_full(&mut source, &mut magic).map_err(Error::io("cannot read", path))?;
     if read < 4 {
         return Err(bad_input(format!("the file is {read} bytes long, too short for a pcap or pcapng header")));
     }
-    let file = File::open(path).map_err(Error::io("cannot open", path))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
+    let reader = std::io::Cursor::new(magic).chain(source);
     if PCAP_MAGICS.contains(&magic) {
         import_pcap(path, reader, ingester)
     } else if magic == PCAPNG_MAGIC {
-        import_pcapng(path, reader, ingester)
+        import_pcapng(path, BufReader::with_capacity(READ_BYTES, reader), ingester)
     } else {
         Err(bad_input(format!(
             "not a pcap or pcapng file (it starts with bytes {:02x} {:02x} {:02x} {:02x}); convert it with 'editcap -F pcap' first",
             magic[0], magic[1], magic[2], magic[3]
         )))
     }
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
 }
 
 fn describe(err: &PcapError) -> String {
@@ -90,39 +110,157 @@ fn describe(err: &PcapError) -> String {
     }
 }
 
-fn import_pcap(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
-    let mut pcap = PcapReader::new(reader).map_err(|err| Error::BadInput {
-        path: path.to_path_buf(),
-        reason: format!("invalid pcap header: {}", describe(&err)),
-    })?;
-    let header = pcap.header();
-    let linktype = u32::from(header.datalink);
-    let resolution = match header.ts_resolution {
-        FileResolution::MicroSecond => TsResolution::Micro,
-        FileResolution::NanoSecond => TsResolution::Nano,
-    };
+/// The fields of a classic pcap file header.
+struct PcapHeader {
+    big_endian: bool,
+    resolution: TsResolution,
+    snaplen: u32,
+    linktype: u32,
+}
+
+impl PcapHeader {
+    /// Parses the 24-byte header, checking the version as libpcap does.
+    fn parse(bytes: &[u8; 24]) -> std::result::Result<PcapHeader, String> {
+        let (big_endian, resolution) = match bytes[0..4] {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, TsResolution::Micro),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, TsResolution::Micro),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, TsResolution::Nano),
+            _ => (true, TsResolution::Nano),
+        };
+        let header = PcapHeader { big_endian, resolution, snaplen: 0, linktype: 0 };
+        let (major, minor) = (header.u16_at(bytes, 4), header.u16_at(bytes, 6));
+        if major != 2 || minor > 4 {
+            return Err(format!(
+                "pcap version {major}.{minor} is not supported; libpcap and pktvault read versions 2.0 to 2.4"
+            ));
+        }
+        // The top six bits of the link type field carry the FCS length, as in
+        // libpcap's LT_LINKTYPE.
+        let linktype = header.u32_at(bytes, 20) & 0x03ff_ffff;
+        Ok(PcapHeader { snaplen: header.u32_at(bytes, 16), linktype, ..header })
+    }
+
+    fn u16_at(&self, bytes: &[u8], offset: usize) -> u16 {
+        let field = [bytes[offset], bytes[offset + 1]];
+        if self.big_endian {
+            u16::from_be_bytes(field)
+        } else {
+            u16::from_le_bytes(field)
+        }
+    }
+
+    fn u32_at(&self, bytes: &[u8], offset: usize) -> u32 {
+        let field = [bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]];
+        if self.big_endian {
+            u32::from_be_bytes(field)
+        } else {
+            u32::from_le_bytes(field)
+        }
+    }
+}
+
+/// Input bytes read ahead of the record being parsed.
+struct ReadBuffer<R> {
+    reader: R,
+    bytes: Vec<u8>,
+    /// Start of the unparsed bytes.
+    start: usize,
+    /// End of the bytes read.
+    end: usize,
+}
+
+impl<R: Read> ReadBuffer<R> {
+    /// Makes at least `needed` unparsed bytes available, reading more as
+    /// needed. Returns false when the input ends before.
+    fn fill(&mut self, needed: usize) -> std::io::Result<bool> {
+        if self.end - self.start >= needed {
+            return Ok(true);
+        }
+        self.bytes.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.bytes.len() < needed.max(READ_BYTES) {
+            self.bytes.resize(needed.max(READ_BYTES), 0);
+        }
+        while self.end < needed {
+            let count = read_full(&mut self.reader, &mut self.bytes[self.end..])?;
+            if count == 0 {
+                return Ok(false);
+            }
+            self.end += count;
+        }
+        Ok(true)
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+}
+
+fn import_pcap(path: &Path, mut reader: impl Read, ingester: &mut Ingester) -> Result<FileReport> {
+    let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
+    let mut header_bytes = [0u8; 24];
+    let read = read_full(&mut reader, &mut header_bytes).map_err(Error::io("cannot read", path))?;
+    if read < header_bytes.len() {
+        return Err(bad_input(format!("the file is {read} bytes long, shorter than the 24-byte pcap file header")));
+    }
+    let header = PcapHeader::parse(&header_bytes).map_err(bad_input)?;
+    let mut input = ReadBuffer { reader, bytes: Vec::new(), start: 0, end: 0 };
     let mut report = FileReport::default();
-    while let Some(record) = pcap.next_raw_packet() {
-        let record = match record {
-            Ok(record) => record,
-            Err(err) => {
-                report.warn(format!(
-                    "{}: stopped after packet {}: {}; the packets before it were imported",
-                    path.display(),
-                    report.packets + report.skipped,
-                    describe(&err)
-                ));
+    let stop = |report: &mut FileReport, reason: String| {
+        report.warn(format!(
+            "{}: stopped after packet {}: {reason}; the packets before it were imported",
+            path.display(),
+            report.packets + report.skipped
+        ));
+    };
+    loop {
+        let record_header = match input.fill(16) {
+            Ok(true) => {
+                let bytes = &input.unparsed()[..16];
+                [0, 4, 8, 12].map(|offset| header.u32_at(bytes, offset))
+            }
+            Ok(false) if input.unparsed().is_empty() => break,
+            Ok(false) => {
+                stop(&mut report, "the file ends in the middle of a record header".into());
                 break;
             }
+            Err(err) => return Err(Error::io("cannot read", path)(err)),
         };
+        let [ts_sec, ts_frac, caplen, wire_len] = record_header;
+        if caplen > MAX_CAPLEN {
+            stop(
+                &mut report,
+                format!(
+                    "the next record has a captured length of {caplen} bytes, more than the {MAX_CAPLEN} bytes libpcap reads, so the file is damaged from there"
+                ),
+            );
+            break;
+        }
+        let record_bytes = 16 + caplen as usize;
+        match input.fill(record_bytes) {
+            Ok(true) => {}
+            Ok(false) => {
+                stop(
+                    &mut report,
+                    format!(
+                        "the file ends in the middle of a record of {caplen} captured bytes, {} of which are present",
+                        input.unparsed().len() - 16
+                    ),
+                );
+                break;
+            }
+            Err(err) => return Err(Error::io("cannot read", path)(err)),
+        }
         let packet = SourcePacket {
-            ts_sec: record.ts_sec,
-            ts_frac: record.ts_frac,
-            resolution,
-            wire_len: record.orig_len,
-            data: &record.data,
+            ts_sec,
+            ts_frac,
+            resolution: header.resolution,
+            wire_len,
+            data: &input.unparsed()[16..record_bytes],
         };
-        ingester.ingest(linktype, header.snaplen, &packet)?;
+        ingester.ingest(header.linktype, header.snaplen, &packet)?;
+        input.start += record_bytes;
         report.packets += 1;
     }
     Ok(report)
@@ -180,7 +318,7 @@ fn packet_block_fields(body: &[u8], obsolete: bool, big_endian: bool) -> Option<
     Some((interface_id, units, original, data))
 }
 
-fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) -> Result<FileReport> {
+fn import_pcapng(path: &Path, reader: impl Read, ingester: &mut Ingester) -> Result<FileReport> {
     let mut pcapng = PcapNgReader::new(reader).map_err(|err| Error::BadInput {
         path: path.to_path_buf(),
         reason: format!("invalid pcapng section header: {}", describe(&err)),
@@ -246,6 +384,14 @@ fn import_pcapng(path: &Path, reader: BufReader<File>, ingester: &mut Ingester) 
             report.skip(path, record_number, &format!("names interface {interface_id}, which is not described"));
             continue;
         };
+        if data.len() > MAX_CAPLEN as usize {
+            let reason = format!(
+                "has a captured length of {} bytes, more than the {MAX_CAPLEN} bytes libpcap reads",
+                data.len()
+            );
+            report.skip(path, record_number, &reason);
+            continue;
+        }
         let ts_ns = pcapng_ts_ns(units, interface.tsresol)
             .and_then(|ns| ns.checked_add(interface.tsoffset.checked_mul(NANOS_PER_SEC)?));
         let Some(ts_ns) = ts_ns.filter(|ns| ns / NANOS_PER_SEC <= u64::from(u32::MAX)) else {
