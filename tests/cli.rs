@@ -408,6 +408,17 @@ fn import_rejects_unknown_pcap_versions() {
 }
 
 #[test]
+fn import_rejects_zero_max_age() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = path_arg(&dir.path().join("data"));
+    let dns = path_arg(&corpus("dns_mdns_llmnr.pcap"));
+    let output = pktvault_expect(&["import", "--data-dir", &data, "--max-age", "0s", &dns], 2);
+    let stderr = stderr_text(&output);
+    assert!(stderr.contains("--max-age \"0s\" is invalid"), "{stderr}");
+    assert!(stderr.contains("above zero"), "{stderr}");
+}
+
+#[test]
 fn import_unknown_linktype_user0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");

@@ -29,9 +29,14 @@ pub(crate) fn retention_policy(args: &SegmentArgs) -> anyhow::Result<RetentionPo
         .max_age
         .as_deref()
         .map(|text| {
-            humantime::parse_duration(text)
+            let age = humantime::parse_duration(text)
                 .map(|age| u64::try_from(age.as_nanos()).unwrap_or(u64::MAX))
-                .map_err(|err| anyhow::anyhow!("--max-age: invalid duration {text:?} ({err}); give a number and a unit, such as 7d, 12h or 30m"))
+                .map_err(|err| anyhow::anyhow!("--max-age: invalid duration {text:?} ({err}); give a number and a unit, such as 7d, 12h or 30m"))?;
+            if age == 0 {
+                // An age limit of zero would delete each segment as soon as it is sealed.
+                bail!("--max-age {text:?} is invalid: give a duration above zero, such as 7d, 12h or 30m");
+            }
+            Ok(age)
         })
         .transpose()?;
     Ok(RetentionPolicy { max_bytes, max_age_ns })
