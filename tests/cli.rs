@@ -349,7 +349,7 @@ fn import_reads_a_pipe() {
         let stderr = stderr_text(&output);
         assert_eq!(output.status.code(), Some(0), "{name}: {stderr}");
         let expected = tcpdump_select(&capture, "").len();
-        assert!(stderr.contains(&format!("-: {expected} packets imported")), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("standard input: {expected} packets imported")), "{name}: {stderr}");
     }
     assert_capture_extractable(&data_dir, &corpus("dns_mdns_llmnr.pcap"));
 }
@@ -404,7 +404,7 @@ fn import_rejects_unknown_pcap_versions() {
     let stderr = stderr_text(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("pcap version 3.0 is not supported"), "{stderr}");
-    assert!(stderr.contains("the file is 10 bytes long, shorter than the 24-byte pcap file header"), "{stderr}");
+    assert!(stderr.contains("the input is 10 bytes long, shorter than the 24-byte pcap file header"), "{stderr}");
 }
 
 #[test]

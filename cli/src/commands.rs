@@ -10,7 +10,7 @@ use pktvault_engine::extract::{extract as run_extract, ExtractError, ExtractOutc
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
-use pktvault_engine::input::import_file;
+use pktvault_engine::input::{import_file, STDIN_NAME};
 use pktvault_engine::retention::RetentionPolicy;
 use pktvault_engine::status::{interface_ids, interface_report, InterfaceReport, RecorderPhase};
 use pktvault_engine::store::InterfaceStore;
@@ -61,17 +61,26 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     let mut total_packets = 0u64;
     for path in &args.files {
+        let name = if path.as_os_str() == "-" { STDIN_NAME.into() } else { path.display().to_string() };
+        let stored_before = ingester.stats().packets;
         match import_file(path, &mut ingester) {
             Ok(report) => {
                 for warning in &report.warnings {
                     eprintln!("pktvault: warning: {warning}");
                 }
                 total_packets += report.packets;
-                eprintln!("{}: {} packets imported{}", path.display(), report.packets, skipped_note(report.skipped));
+                eprintln!("{name}: {} packets imported{}", report.packets, skipped_note(report.skipped));
             }
             Err(err) => {
                 failed += 1;
-                eprintln!("pktvault: {err}");
+                // An error in the middle of a file keeps the packets before it.
+                let stored = ingester.stats().packets - stored_before;
+                total_packets += stored;
+                if stored > 0 {
+                    eprintln!("pktvault: {err} (the {stored} packets of {name} before the error were imported)");
+                } else {
+                    eprintln!("pktvault: {err}");
+                }
             }
         }
     }

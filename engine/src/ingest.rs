@@ -345,6 +345,11 @@ fn orphan_files(store: &InterfaceStore) -> Result<Vec<std::path::PathBuf>> {
     Ok(orphans)
 }
 
+/// Smallest segment size suggested when the filesystem is too small: the
+/// smallest `--segment-bytes` the command line accepts.
+const MIN_SUGGESTED_SEGMENT: u64 = 64 << 10;
+const MIB: u64 = 1 << 20;
+
 /// Checks that the filesystem has room for two segments of `segment_bytes`
 /// and the index, counting the sealed segments not in `protected`, which
 /// retention may delete. Without it, a disk smaller than that would have
@@ -356,6 +361,7 @@ fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64]) -> 
     if available >= wanted {
         return Ok(());
     }
+
     let deletable: u64 = store
         .segments()?
         .iter()
@@ -366,11 +372,22 @@ fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64]) -> 
     if room >= wanted {
         return Ok(());
     }
-    let largest = (room.saturating_sub(MIN_INDEX_RESERVE) / 2) >> 20;
-    let advice = if largest == 0 {
-        "free space on it or record to a larger filesystem".to_string()
-    } else {
-        format!("use --segment-bytes {largest}M or less, or free space on it")
+
+    // Two segments of room are only the floor: the space kept free is not
+    // recorded data, so the size suggested keeps about six segments.
+    let suggested = room.saturating_sub(MIN_INDEX_RESERVE) / 8;
+    let size = match suggested {
+        0..MIN_SUGGESTED_SEGMENT => None,
+        MIN_SUGGESTED_SEGMENT..MIB => Some(format!("{}K", suggested >> 10)),
+        _ => Some(format!("{}M", suggested >> 20)),
+    };
+    let advice = match size {
+        None => "free space on it or record to a larger filesystem".to_string(),
+        Some(size) => {
+            format!(
+                "use a smaller --segment-bytes, such as {size}, which keeps about six segments, or free space on it"
+            )
+        }
     };
     Err(Error::InvalidRequest(format!(
         "the filesystem of {} has {available} bytes free and {deletable} bytes of segments that retention may delete, \

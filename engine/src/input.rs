@@ -52,6 +52,9 @@ impl FileReport {
 /// written into a segment that tcpdump then cannot read.
 pub const MAX_CAPLEN: u32 = 262_144;
 
+/// The name of standard input in messages, for the file name `-`.
+pub const STDIN_NAME: &str = "standard input";
+
 /// Bytes read from the input at a time.
 const READ_BYTES: usize = 1 << 20;
 
@@ -61,18 +64,18 @@ const READ_BYTES: usize = 1 << 20;
 /// A damaged or truncated record ends the file with a warning; the packets
 /// before it stay imported. A file that is not a capture is an error.
 pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
-    let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
-    let mut source: Box<dyn Read> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    let (path, mut source): (&Path, Box<dyn Read>) = if path.as_os_str() == "-" {
+        (Path::new(STDIN_NAME), Box::new(std::io::stdin().lock()))
     } else {
-        Box::new(File::open(path).map_err(Error::io("cannot open", path))?)
+        (path, Box::new(File::open(path).map_err(Error::io("cannot open", path))?))
     };
+    let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
     // The magic is read from the stream itself and put back in front of it,
     // because a pipe cannot be opened twice.
     let mut magic = [0u8; 4];
     let read = read_full(&mut source, &mut magic).map_err(Error::io("cannot read", path))?;
     if read < 4 {
-        return Err(bad_input(format!("the file is {read} bytes long, too short for a pcap or pcapng header")));
+        return Err(bad_input(format!("the input is {read} bytes long, too short for a pcap or pcapng header")));
     }
     let reader = std::io::Cursor::new(magic).chain(source);
     if PCAP_MAGICS.contains(&magic) {
@@ -134,9 +137,12 @@ impl PcapHeader {
                 "pcap version {major}.{minor} is not supported; libpcap and pktvault read versions 2.0 to 2.4"
             ));
         }
-        // The top six bits of the link type field carry the FCS length, as in
-        // libpcap's LT_LINKTYPE.
-        let linktype = header.u32_at(bytes, 20) & 0x03ff_ffff;
+        // The field is kept whole: its top four bits can give the length of
+        // an FCS at the end of each frame, which the segment files keep too.
+        // NOTE: with those bits set the native decoder sees an unknown link
+        // type and decodes nothing, while --bpf filters work because libpcap
+        // masks the bits.
+        let linktype = header.u32_at(bytes, 20);
         Ok(PcapHeader { snaplen: header.u32_at(bytes, 16), linktype, ..header })
     }
 
@@ -202,7 +208,7 @@ fn import_pcap(path: &Path, mut reader: impl Read, ingester: &mut Ingester) -> R
     let mut header_bytes = [0u8; 24];
     let read = read_full(&mut reader, &mut header_bytes).map_err(Error::io("cannot read", path))?;
     if read < header_bytes.len() {
-        return Err(bad_input(format!("the file is {read} bytes long, shorter than the 24-byte pcap file header")));
+        return Err(bad_input(format!("the input is {read} bytes long, shorter than the 24-byte pcap file header")));
     }
     let header = PcapHeader::parse(&header_bytes).map_err(bad_input)?;
     let mut input = ReadBuffer { reader, bytes: Vec::new(), start: 0, end: 0 };
