@@ -60,8 +60,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let stderr = server.stderr();
-            if let Some(rest) = stderr.split("serving http://").nth(1) {
-                let addr = rest.split('/').next().expect("an address");
+            // The line is read only once it ends, because the server may be
+            // halfway through writing it, with the port still missing.
+            if let Some((line, _)) = stderr.split("serving http://").nth(1).and_then(|rest| rest.split_once('\n')) {
+                let addr = line.split('/').next().expect("an address");
                 server.base = format!("http://{addr}");
                 return server;
             }
