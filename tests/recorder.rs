@@ -374,13 +374,18 @@ fn record_with_serve_answers_over_http_while_recording() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut recorder = Recorder::start_with(&data_dir, dir.path(), &["-i", "lo", "--serve", "127.0.0.1:0"]);
-    let stderr = recorder.stderr();
-    let addr = stderr
-        .split("serving http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no 'serving http://' line: {stderr}"))
-        .to_string();
+    // The server may log its address after the capture starts, so the
+    // whole line is waited for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        let stderr = recorder.stderr();
+        let line = stderr.split("serving http://").nth(1).and_then(|rest| rest.split_once('\n'));
+        if let Some((line, _)) = line {
+            break line.split('/').next().expect("an address").to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no 'serving http://' line: {stderr}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let mut traffic = Traffic::new();
     let numbers: Vec<usize> = traffic.send(20).collect();
     std::thread::sleep(Duration::from_millis(900));
