@@ -86,7 +86,7 @@ impl Ingester {
             )));
         }
         recover_open_segments(&store)?;
-        check_room(&store, limits.bytes, &[])?;
+        check_room(&store, limits.bytes, &[], retention::available_bytes(&store.pcap_dir())?)?;
         let orphans = orphan_files(&store)?;
         let next_segment_id = store.next_segment_id()?;
         let newest_ts_ns = store.segments()?.iter().map(|meta| meta.max_ts_ns).max().unwrap_or(0);
@@ -162,7 +162,7 @@ impl Ingester {
         let available = retention::available_bytes(&self.store.pcap_dir())?;
         let wanted = 2 * self.limits.bytes + MIN_INDEX_RESERVE;
         if available < wanted {
-            check_room(&self.store, self.limits.bytes, &protected)?;
+            check_room(&self.store, self.limits.bytes, &protected, available)?;
             let freed = retention::free_oldest(&self.store, wanted - available, &protected)?;
             self.stats.segments_deleted += freed.segments_deleted;
             tracing::warn!(
@@ -350,15 +350,14 @@ fn orphan_files(store: &InterfaceStore) -> Result<Vec<std::path::PathBuf>> {
 const MIN_SUGGESTED_SEGMENT: u64 = 64 << 10;
 const MIB: u64 = 1 << 20;
 
-/// Checks that the filesystem has room for two segments of `segment_bytes`
-/// and the index, counting the sealed segments not in `protected`, which
-/// retention may delete. Without it, a disk smaller than that would have
-/// every recorded segment deleted to make room, and the write would still fail.
-fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64]) -> Result<()> {
-    let pcap_dir = store.pcap_dir();
-    let available = retention::available_bytes(&pcap_dir)?;
-    let wanted = 2 * segment_bytes + MIN_INDEX_RESERVE;
-    if available >= wanted {
+/// Checks that the filesystem, with `available` bytes free, has room for two
+/// segments of `segment_bytes` and the index, counting the sealed segments
+/// not in `protected`, which retention may delete. Without the check, a disk
+/// smaller than that would have every recorded segment deleted to make room,
+/// and the write would still fail.
+fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64], available: u64) -> Result<()> {
+    let needed = 2 * segment_bytes + MIN_INDEX_RESERVE;
+    if available >= needed {
         return Ok(());
     }
 
@@ -369,12 +368,12 @@ fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64]) -> 
         .map(|meta| meta.file_bytes)
         .sum();
     let room = available.saturating_add(deletable);
-    if room >= wanted {
+    if room >= needed {
         return Ok(());
     }
 
-    // Two segments of room are only the floor: the space kept free is not
-    // recorded data, so the size suggested keeps about six segments.
+    // Two segments of room are only the floor, and the space kept free holds
+    // no recorded data. The size suggested therefore keeps about six segments.
     let suggested = room.saturating_sub(MIN_INDEX_RESERVE) / 8;
     let size = match suggested {
         0..MIN_SUGGESTED_SEGMENT => None,
@@ -389,10 +388,11 @@ fn check_room(store: &InterfaceStore, segment_bytes: u64, protected: &[u64]) -> 
             )
         }
     };
+
     Err(Error::InvalidRequest(format!(
         "the filesystem of {} has {available} bytes free and {deletable} bytes of segments that retention may delete, \
-         less than the {wanted} bytes that two segments of {segment_bytes} bytes and the index need; {advice}",
-        pcap_dir.display()
+         less than the {needed} bytes that two segments of {segment_bytes} bytes and the index need; {advice}",
+        store.pcap_dir().display()
     )))
 }
 

@@ -124,11 +124,12 @@ struct PcapHeader {
 impl PcapHeader {
     /// Parses the 24-byte header, checking the version as libpcap does.
     fn parse(bytes: &[u8; 24]) -> std::result::Result<PcapHeader, String> {
-        let (big_endian, resolution) = match bytes[0..4] {
+        let (big_endian, resolution) = match [bytes[0], bytes[1], bytes[2], bytes[3]] {
             [0xd4, 0xc3, 0xb2, 0xa1] => (false, TsResolution::Micro),
             [0xa1, 0xb2, 0xc3, 0xd4] => (true, TsResolution::Micro),
             [0x4d, 0x3c, 0xb2, 0xa1] => (false, TsResolution::Nano),
-            _ => (true, TsResolution::Nano),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, TsResolution::Nano),
+            [a, b, c, d] => return Err(format!("invalid pcap magic {a:02x} {b:02x} {c:02x} {d:02x}")),
         };
         let header = PcapHeader { big_endian, resolution, snaplen: 0, linktype: 0 };
         let (major, minor) = (header.u16_at(bytes, 4), header.u16_at(bytes, 6));
@@ -139,9 +140,9 @@ impl PcapHeader {
         }
         // The field is kept whole: its top four bits can give the length of
         // an FCS at the end of each frame, which the segment files keep too.
-        // NOTE: with those bits set the native decoder sees an unknown link
-        // type and decodes nothing, while --bpf filters work because libpcap
-        // masks the bits.
+        // NOTE: with those bits set, the native decoder treats the link type
+        // as unknown and decodes nothing. --bpf filters still work, because
+        // libpcap masks the bits.
         let linktype = header.u32_at(bytes, 20);
         Ok(PcapHeader { snaplen: header.u32_at(bytes, 16), linktype, ..header })
     }

@@ -335,8 +335,8 @@ mod tests {
             }
         }
         assert!(failures > 0, "no failed write was reported");
-        let kept = writer.unwritten.len() + writer.buffer.len() + writer.in_flight * 16;
-        assert_eq!(kept, (64 - failures) * 4, "appended bytes were lost");
+        let retained = writer.unwritten.len() + writer.buffer.len() + writer.in_flight * 16;
+        assert_eq!(retained, (64 - failures) * 4, "appended bytes were lost");
         assert!(writer.flush().is_err());
     }
 }
