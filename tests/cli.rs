@@ -408,6 +408,19 @@ fn import_rejects_unknown_pcap_versions() {
 }
 
 #[test]
+fn import_keeps_fcs_bits_of_linktype() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    // The link type field is 0x30000084: JUNIPER_ES with the FCS bits set.
+    import(&data_dir, &[&corpus("malformed_linktype_fcsbits.pcap")]);
+    let segments: Vec<_> = fs::read_dir(data_dir.join("0").join("pcap")).expect("list segments").collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let segment = fs::read(segments[0].as_ref().expect("segment entry").path()).expect("read segment");
+    let linktype = u32::from_le_bytes(segment[20..24].try_into().expect("4 bytes"));
+    assert_eq!(linktype, 0x3000_0084, "the segment's link type field is {linktype:#x}");
+}
+
+#[test]
 fn import_rejects_zero_max_age() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = path_arg(&dir.path().join("data"));
