@@ -269,10 +269,10 @@ pub struct SegmentReader {
     positions: PositionTable,
     /// First and last number of the groups held in `buffer`.
     loaded: Option<(u32, u32)>,
-    /// Per group, whether the caller will read one of its packets. A read
-    /// takes the following groups too while they are flagged, up to
+    /// Per group, one bit: whether the caller will read one of its packets.
+    /// A read takes the following groups too while their bits are set, up to
     /// [`MAX_READ_BYTES`].
-    candidate_groups: Vec<bool>,
+    candidate_groups: Vec<u64>,
     /// Read buffer. It only grows, so that a read of another size does not
     /// fill it with zeros again; `filled` bytes of it are valid.
     buffer: Vec<u8>,
@@ -349,16 +349,18 @@ impl SegmentReader {
     /// Declares the packets that will be read, in ascending order, so that
     /// dense runs are read in large blocks and sparse packets group by group.
     pub fn set_wanted(&mut self, packets: &RoaringBitmap) {
-        self.candidate_groups = vec![false; self.positions.groups() as usize];
+        self.candidate_groups.clear();
+        self.candidate_groups.resize(self.positions.groups().div_ceil(64) as usize, 0);
         for packet in packets {
-            if let Some(wanted) = self.candidate_groups.get_mut((packet / PACKETS_PER_GROUP) as usize) {
-                *wanted = true;
+            let group = packet / PACKETS_PER_GROUP;
+            if let Some(word) = self.candidate_groups.get_mut((group / 64) as usize) {
+                *word |= 1 << (group % 64);
             }
         }
     }
 
     fn is_candidate_group(&self, group: u32) -> bool {
-        self.candidate_groups.get(group as usize).copied().unwrap_or(false)
+        self.candidate_groups.get((group / 64) as usize).is_some_and(|word| word & (1 << (group % 64)) != 0)
     }
 
     fn load_group(&mut self, group: u32) -> Result<()> {

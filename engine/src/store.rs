@@ -412,6 +412,7 @@ impl InterfaceStore {
             }
         }
         let total = table.piece_count();
+        table.reserve_pieces(pieces.len());
         self.read_pieces(keys::position_piece, meta.segment_id, &pieces, total, |piece, bytes| {
             table.add_piece(piece, bytes).map_err(|source| self.format_error(source))
         })

@@ -29,6 +29,9 @@ use crate::stores::Stores;
 /// less server CPU time with 256 KiB chunks than with 64 KiB, and 1 MiB
 /// saved little more for four times the memory per extraction.
 const CHUNK_BYTES: usize = 256 << 10;
+/// Capacity of a chunk's buffer: room for the last records that take it
+/// past [`CHUNK_BYTES`].
+const CHUNK_BUFFER_BYTES: usize = CHUNK_BYTES + (16 << 10);
 /// Chunks waiting for the client.
 const CHANNEL_CHUNKS: usize = 4;
 /// A partly filled chunk is sent after this long, so that sparse matches reach
@@ -99,11 +102,21 @@ impl ChannelSink {
         Ok(())
     }
 
+    /// Sends the buffer first when `bytes` more would not fit in it.
+    fn make_room(&mut self, bytes: usize) -> std::io::Result<()> {
+        if self.buffer.len() + bytes > self.buffer.capacity() {
+            self.send()?;
+        }
+        Ok(())
+    }
+
     fn send(&mut self) -> std::io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = self.buffer.split().freeze();
+        // A new buffer for each chunk: growing one that a chunk still shares
+        // would copy its bytes.
+        let chunk = std::mem::replace(&mut self.buffer, BytesMut::with_capacity(CHUNK_BUFFER_BYTES)).freeze();
         let len = chunk.len() as u64;
         self.first_unsent_ms = None;
         self.tx
@@ -128,14 +141,17 @@ impl PcapSink for ChannelSink {
     }
 
     fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()> {
+        self.make_room(record_header.len() + data.len())?;
         self.buffer.extend_from_slice(record_header);
         self.buffer.extend_from_slice(data);
         self.appended()
     }
 
-    /// Appends a run of whole records at once, so a chunk may exceed
-    /// [`CHUNK_BYTES`] by one read of the segment reader (about 1 MiB).
+    /// Appends a run of whole records at once. A run longer than the buffer
+    /// (up to one read of the segment reader, about 1 MiB) makes a chunk of
+    /// its own.
     fn records(&mut self, records: &[u8]) -> std::io::Result<()> {
+        self.make_room(records.len())?;
         self.buffer.extend_from_slice(records);
         self.appended()
     }
@@ -199,7 +215,7 @@ pub async fn live_extraction(
                 tx: tx.clone(),
                 started: Some(started_tx),
                 head_only,
-                buffer: BytesMut::with_capacity(CHUNK_BYTES + 2048),
+                buffer: BytesMut::with_capacity(CHUNK_BUFFER_BYTES),
                 first_unsent_ms: None,
                 counters: task_counters.clone(),
             };
