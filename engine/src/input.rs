@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::PcapNgReader;
@@ -64,8 +65,8 @@ const READ_BYTES: usize = 1 << 20;
 /// A damaged or truncated record ends the file with a warning; the packets
 /// before it stay imported. A file that is not a capture is an error.
 pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
-    let (path, mut source): (&Path, Box<dyn Read>) = if path.as_os_str() == "-" {
-        (Path::new(STDIN_NAME), Box::new(std::io::stdin().lock()))
+    let (path, mut source): (&Path, Box<dyn Read + Send>) = if path.as_os_str() == "-" {
+        (Path::new(STDIN_NAME), Box::new(std::io::stdin()))
     } else {
         (path, Box::new(File::open(path).map_err(Error::io("cannot open", path))?))
     };
@@ -167,34 +168,77 @@ impl PcapHeader {
 }
 
 /// Input bytes read ahead of the record being parsed.
-struct ReadBuffer<R> {
-    reader: R,
+/// Room in front of each read-ahead buffer for the unparsed end of the
+/// buffer before it, which is less than one record.
+const HEADROOM: usize = 16 + MAX_CAPLEN as usize;
+
+/// Buffers filled ahead of the parser. Their memory is at most
+/// (`READ_AHEAD_BUFFERS` + 2) x ([`HEADROOM`] + [`READ_BYTES`]).
+const READ_AHEAD_BUFFERS: usize = 2;
+
+/// A buffer of the reading thread: the bytes read start at [`HEADROOM`] and
+/// end at the given position. An end of [`HEADROOM`] is the end of the input.
+type Filled = std::io::Result<(Vec<u8>, usize)>;
+
+/// Parses records from buffers that a thread of its own reads from the
+/// input, so that the kernel's copy of the input runs on another core than
+/// decoding and indexing, which bound an import.
+struct ReadBuffer {
+    filled: Receiver<Filled>,
+    /// Buffers parsed to the end, for the reading thread to fill again.
+    spare: SyncSender<Vec<u8>>,
     bytes: Vec<u8>,
     /// Start of the unparsed bytes.
     start: usize,
     /// End of the bytes read.
     end: usize,
+    ended: bool,
 }
 
-impl<R: Read> ReadBuffer<R> {
-    /// Makes at least `needed` unparsed bytes available, reading more as
-    /// needed. Returns false when the input ends before.
+impl ReadBuffer {
+    /// Starts the reading thread.
+    fn new(mut reader: impl Read + Send + 'static) -> std::io::Result<ReadBuffer> {
+        let (filled_tx, filled) = std::sync::mpsc::sync_channel::<Filled>(READ_AHEAD_BUFFERS);
+        let (spare, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD_BUFFERS + 2);
+        // The thread ends at the end of the input, at an error, or when the
+        // parser is dropped. It is not joined, because a read from a pipe
+        // may wait for its writer indefinitely.
+        std::thread::Builder::new().name("import-reader".into()).spawn(move || loop {
+            let mut buffer = spare_rx.try_recv().unwrap_or_else(|_| vec![0; HEADROOM + READ_BYTES]);
+            let result = read_full(&mut reader, &mut buffer[HEADROOM..]);
+            let last = !matches!(result, Ok(count) if count > 0);
+            if filled_tx.send(result.map(|count| (buffer, HEADROOM + count))).is_err() || last {
+                return;
+            }
+        })?;
+        Ok(ReadBuffer { filled, spare, bytes: Vec::new(), start: 0, end: 0, ended: false })
+    }
+
+    /// Makes at least `needed` unparsed bytes available, at most
+    /// [`HEADROOM`]. Returns false when the input ends before.
     fn fill(&mut self, needed: usize) -> std::io::Result<bool> {
-        if self.end - self.start >= needed {
-            return Ok(true);
-        }
-        self.bytes.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        if self.bytes.len() < needed.max(READ_BYTES) {
-            self.bytes.resize(needed.max(READ_BYTES), 0);
-        }
-        while self.end < needed {
-            let count = read_full(&mut self.reader, &mut self.bytes[self.end..])?;
-            if count == 0 {
+        debug_assert!(needed <= HEADROOM);
+        while self.end - self.start < needed {
+            if self.ended {
                 return Ok(false);
             }
-            self.end += count;
+            let Ok(result) = self.filled.recv() else {
+                return Err(std::io::Error::other("the thread reading the input stopped"));
+            };
+            let (mut next, next_end) = result?;
+            if next_end == HEADROOM {
+                self.ended = true;
+            }
+            // The unparsed end of this buffer, shorter than `needed`, goes
+            // in front of the bytes of the next one.
+            let tail = self.end - self.start;
+            next[HEADROOM - tail..HEADROOM].copy_from_slice(&self.bytes[self.start..self.end]);
+            let parsed = std::mem::replace(&mut self.bytes, next);
+            if !parsed.is_empty() {
+                let _ = self.spare.try_send(parsed);
+            }
+            self.start = HEADROOM - tail;
+            self.end = next_end;
         }
         Ok(true)
     }
@@ -204,7 +248,7 @@ impl<R: Read> ReadBuffer<R> {
     }
 }
 
-fn import_pcap(path: &Path, mut reader: impl Read, ingester: &mut Ingester) -> Result<FileReport> {
+fn import_pcap(path: &Path, mut reader: impl Read + Send + 'static, ingester: &mut Ingester) -> Result<FileReport> {
     let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
     let mut header_bytes = [0u8; 24];
     let read = read_full(&mut reader, &mut header_bytes).map_err(Error::io("cannot read", path))?;
@@ -212,7 +256,7 @@ fn import_pcap(path: &Path, mut reader: impl Read, ingester: &mut Ingester) -> R
         return Err(bad_input(format!("the input is {read} bytes long, shorter than the 24-byte pcap file header")));
     }
     let header = PcapHeader::parse(&header_bytes).map_err(bad_input)?;
-    let mut input = ReadBuffer { reader, bytes: Vec::new(), start: 0, end: 0 };
+    let mut input = ReadBuffer::new(reader).map_err(Error::io("cannot start reading", path))?;
     let mut report = FileReport::default();
     let stop = |report: &mut FileReport, reason: String| {
         report.warn(format!(
@@ -421,7 +465,52 @@ fn import_pcapng(path: &Path, reader: impl Read, ingester: &mut Ingester) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::pcapng_ts_ns;
+    use super::{pcapng_ts_ns, ReadBuffer, MAX_CAPLEN};
+
+    /// Returns records of a 4-byte length and that many bytes of the record's number.
+    fn records(sizes: &[usize]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (number, &size) in sizes.iter().enumerate() {
+            bytes.extend_from_slice(&(size as u32).to_le_bytes());
+            bytes.extend(std::iter::repeat_n(number as u8, size));
+        }
+        bytes
+    }
+
+    #[test]
+    fn read_buffer_keeps_records_whole_across_reads() {
+        // Every seventh record has the largest captured length, so records
+        // of every size cross the boundaries of the 1 MiB reads.
+        let sizes: Vec<usize> =
+            (0..40).map(|number| if number % 7 == 3 { MAX_CAPLEN as usize } else { 60 + number * 1000 }).collect();
+        let mut input = ReadBuffer::new(std::io::Cursor::new(records(&sizes))).unwrap();
+        for (number, &size) in sizes.iter().enumerate() {
+            assert!(input.fill(4).unwrap(), "length of record {number}");
+            let length = u32::from_le_bytes(input.unparsed()[..4].try_into().unwrap()) as usize;
+            assert_eq!(length, size, "length of record {number}");
+            assert!(input.fill(4 + size).unwrap(), "record {number}");
+            assert!(input.unparsed()[4..4 + size].iter().all(|&byte| byte == number as u8), "bytes of record {number}");
+            input.start += 4 + size;
+        }
+        assert!(!input.fill(1).unwrap(), "the input has ended");
+        assert!(input.unparsed().is_empty());
+    }
+
+    #[test]
+    fn read_buffer_keeps_the_cut_end() {
+        let mut bytes = records(&[2_000_000, 300]);
+        bytes.truncate(bytes.len() - 100);
+        let mut input = ReadBuffer::new(std::io::Cursor::new(bytes)).unwrap();
+        assert!(input.fill(4).unwrap());
+        input.start += 4;
+        for _ in 0..2_000_000 / 1000 {
+            assert!(input.fill(1000).unwrap());
+            input.start += 1000;
+        }
+        assert!(!input.fill(304).unwrap(), "the second record is cut");
+        assert_eq!(input.unparsed().len(), 204, "its bytes stay available");
+        assert!(!input.fill(304).unwrap(), "the end stays the end");
+    }
 
     #[test]
     fn pcapng_resolutions_convert_to_nanoseconds() {
