@@ -1,9 +1,12 @@
 //! Packets into segments: time bucketing, rotation and commit to the index.
 
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
 use rustc_hash::FxHashMap;
 
 use pktvault_schema::time::NANOS_PER_SEC;
-use pktvault_schema::TsResolution;
+use pktvault_schema::{SegmentMeta, TsResolution};
 
 use crate::decode::decode;
 use crate::retention::{self, RetentionPolicy};
@@ -61,7 +64,11 @@ pub struct IngestStats {
 /// Writes packets of one interface into segments and commits each sealed
 /// segment to the index.
 pub struct Ingester {
-    store: InterfaceStore,
+    store: Arc<InterfaceStore>,
+    /// The segment being sealed on a thread of its own: its last write,
+    /// `fsync` and commit to the index take several milliseconds in which
+    /// the next segment is written. At most one seal runs at a time.
+    sealing: Option<JoinHandle<Result<SegmentMeta>>>,
     limits: SegmentLimits,
     /// One open segment per link type and timestamp resolution. The map is
     /// looked up for every packet, so it hashes with FxHash, not SipHash.
@@ -91,7 +98,8 @@ impl Ingester {
         let next_segment_id = store.next_segment_id()?;
         let newest_ts_ns = store.segments()?.iter().map(|meta| meta.max_ts_ns).max().unwrap_or(0);
         Ok(Ingester {
-            store,
+            store: Arc::new(store),
+            sealing: None,
             limits,
             open: FxHashMap::default(),
             next_segment_id,
@@ -251,6 +259,8 @@ impl Ingester {
         }
     }
 
+    /// Writes the rest of the segment, here, so that a full disk is handled
+    /// as for any write, then leaves the `fsync` and the commit to a thread.
     fn seal(&mut self, mut writer: SegmentWriter) -> Result<()> {
         if let Err(err) = writer.flush() {
             if !is_disk_full(&err) {
@@ -259,9 +269,26 @@ impl Ingester {
             self.free_space_after(&err)?;
             writer.flush()?;
         }
-        let (meta, tables, index) = writer.seal()?;
-        self.store.commit_segment(&meta, &tables, &index)?;
-        self.store.flush()?;
+        self.wait_for_seal()?;
+        let store = Arc::clone(&self.store);
+        let seal = move || {
+            let (meta, tables, index) = writer.seal()?;
+            store.commit_segment(&meta, &tables, &index)?;
+            store.flush()?;
+            Ok(meta)
+        };
+        let handle = std::thread::Builder::new().name("segment-sealer".into()).spawn(seal).map_err(|source| {
+            Error::Io { action: "cannot start a thread to seal", path: self.store.pcap_dir(), source }
+        })?;
+        self.sealing = Some(handle);
+        Ok(())
+    }
+
+    /// Waits for the segment being sealed, if any, and returns its error.
+    fn wait_for_seal(&mut self) -> Result<()> {
+        let Some(handle) = self.sealing.take() else { return Ok(()) };
+        let meta =
+            handle.join().map_err(|_| Error::InvalidRequest("the thread sealing a segment panicked".into()))??;
         self.stats.segments_sealed += 1;
         tracing::debug!(segment_id = meta.segment_id, packets = meta.packets, file = %meta.file_name, "segment sealed");
         Ok(())
@@ -270,6 +297,7 @@ impl Ingester {
     /// Makes every packet ingested so far durable and extractable: flushes and
     /// syncs the open segment files, then stores a checkpoint of each in the index.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.wait_for_seal()?;
         let keys: Vec<(u32, TsResolution)> = self.open.keys().copied().collect();
         for key in keys {
             let writer = self.open.get_mut(&key).expect("key of an open segment");
@@ -319,13 +347,28 @@ impl Ingester {
         for writer in writers {
             self.seal(writer)?;
         }
-        Ok(())
+        self.wait_for_seal()
     }
 
     /// Seals every open segment and returns the store.
     pub fn finish(mut self) -> Result<(InterfaceStore, IngestStats)> {
         self.flush()?;
-        Ok((self.store, self.stats))
+        let store = Arc::clone(&self.store);
+        let stats = self.stats;
+        drop(self);
+        let store = Arc::try_unwrap(store)
+            .map_err(|_| Error::InvalidRequest("the index is still in use by a thread sealing a segment".into()))?;
+        Ok((store, stats))
+    }
+}
+
+impl Drop for Ingester {
+    /// Waits for a seal still running, so that the index is closed when the
+    /// ingester is gone. No caller receives its error, so it is logged.
+    fn drop(&mut self) {
+        if let Err(err) = self.wait_for_seal() {
+            tracing::error!(error = %err, "sealing the last segment failed");
+        }
     }
 }
 

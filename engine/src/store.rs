@@ -749,6 +749,30 @@ mod tests {
     }
 
     #[test]
+    fn dropped_ingester_commits_the_segment_it_was_sealing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
+        let mut ingester = Ingester::new(store, SegmentLimits { seconds: 1, bytes: 64 << 20 }).unwrap();
+        // Three one-second segments: the first two are sealed when the next starts.
+        for number in 0..30u32 {
+            let frame = udp_frame(number as u8, 1000);
+            let packet = SourcePacket {
+                ts_sec: 1_700_000_000 + number / 10,
+                ts_frac: number % 10,
+                resolution: TsResolution::Micro,
+                wire_len: frame.len() as u32,
+                data: &frame,
+            };
+            ingester.ingest(1, 65535, &packet).unwrap();
+        }
+        drop(ingester);
+        let store = InterfaceStore::open_read_only(dir.path(), 0).unwrap();
+        let segments = store.segments().unwrap();
+        assert_eq!(segments.len(), 2, "the open segment had no checkpoint");
+        assert!(segments.iter().all(|meta| meta.sealed && meta.packets == 10), "{segments:?}");
+    }
+
+    #[test]
     fn segment_list_follows_writes() {
         let dir = tempfile::tempdir().unwrap();
         let writer = record_udp(dir.path(), 1, 300, 100, |number| udp_frame((number % 7) as u8, 1000));
