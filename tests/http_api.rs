@@ -454,6 +454,10 @@ fn bad_requests_each_name_the_problem() {
     let message = expect_error(get(&server, "/api/v1/interfaces/9/pcap?begin=1&end=2"), 404, "unknown_interface");
     assert!(message.contains("interface 9"), "{message}");
     assert!(message.contains("recorded are 0"), "{message}");
+    // A folder without an index, as a failed first import leaves, is not listed as recorded.
+    std::fs::create_dir(dir.path().join("5")).expect("create an interface folder");
+    let message = expect_error(get(&server, "/api/v1/interfaces/5/pcap?begin=1&end=2"), 404, "unknown_interface");
+    assert!(message.ends_with("interface 5 has no recorded data; recorded are 0"), "{message}");
     let message = expect_error(get(&server, "/api/v1/interfaces/eth0/pcap?begin=1&end=2"), 400, "invalid_parameter");
     assert!(message.contains("\"eth0\""), "{message}");
 

@@ -336,7 +336,10 @@ fn known_ifid(state: &AppState, text: &str) -> Result<u32, ApiError> {
     if interface_dir(&state.data_dir, ifid).join("index").is_dir() {
         return Ok(ifid);
     }
-    let known = interface_ids(&state.data_dir).unwrap_or_default();
+    // Only folders with an index count: a folder left without one, by an
+    // import that failed before its first segment, has no recorded data.
+    let mut known = interface_ids(&state.data_dir).unwrap_or_default();
+    known.retain(|&known_ifid| interface_dir(&state.data_dir, known_ifid).join("index").is_dir());
     let listed = if known.is_empty() {
         "none is recorded yet".to_string()
     } else {
