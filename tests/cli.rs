@@ -405,6 +405,7 @@ fn import_rejects_unknown_pcap_versions() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("pcap version 3.0 is not supported"), "{stderr}");
     assert!(stderr.contains("the input is 10 bytes long, shorter than the 24-byte pcap file header"), "{stderr}");
+    assert!(!data_dir.join("0").exists(), "an import that stored nothing left an interface folder");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use pktvault_engine::ingest::{Ingester, SegmentLimits};
 use pktvault_engine::input::{import_file, STDIN_NAME};
 use pktvault_engine::retention::RetentionPolicy;
 use pktvault_engine::status::{interface_ids, interface_report, InterfaceReport, RecorderPhase};
-use pktvault_engine::store::InterfaceStore;
+use pktvault_engine::store::{interface_dir, InterfaceStore};
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
 
 use crate::{ExtractArgs, ImportArgs, SegmentArgs, StatusArgs};
@@ -56,6 +56,8 @@ pub(crate) fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits
 pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let limits = segment_limits(&args.segments)?;
     let retention = retention_policy(&args.segments)?;
+    let interface = interface_dir(&args.location.data_dir, args.location.ifid);
+    let new_interface = !interface.exists();
     let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
     let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
     let mut failed = 0usize;
@@ -85,7 +87,15 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Sealing commits what was read, even when a later file failed.
-    let (_, stats) = ingester.finish().context("cannot seal the open segments")?;
+    let (store, stats) = ingester.finish().context("cannot seal the open segments")?;
+    drop(store);
+    if new_interface && stats.packets == 0 {
+        // An import that stored nothing leaves no empty interface behind
+        // for 'status' and the server to list.
+        if let Err(err) = std::fs::remove_dir_all(&interface) {
+            eprintln!("pktvault: warning: cannot remove the empty folder {}: {err}", interface.display());
+        }
+    }
     eprintln!(
         "imported {total_packets} packets from {} of {} files into {} segments",
         args.files.len() - failed,
