@@ -355,6 +355,59 @@ fn import_reads_a_pipe() {
 }
 
 #[test]
+fn interrupted_import_seals_what_it_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let packets: Vec<Packet> = (0..20_000u64)
+        .map(|number| Packet {
+            ts_ns: 1_700_000_000_000_000_000 + number * 1_000_000,
+            caplen: 60,
+            wire_len: 60,
+            data: vec![(number % 251) as u8; 60],
+        })
+        .collect();
+    let bytes = build_pcap(1, &packets);
+    // The first half goes in before SIGINT. It is 760 KB against a pipe of
+    // 64 KiB, so when it is written the import reads, its handler installed.
+    let half = 24 + 10_000 * 76;
+    let mut child = Command::new(pktvault_bin())
+        .args(["import", "--data-dir", &path_arg(&data_dir), "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pktvault import");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, &bytes[..half]).expect("write the first half");
+    let signal = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("run kill");
+    assert!(signal.success());
+    // The import checks for the signal every 4,096 packets, so the second
+    // half takes it past a check; it stops reading there. Its reading
+    // thread may not have handed over a packet yet, so the stop may come at
+    // any check, the first included.
+    let _ = std::io::Write::write_all(&mut stdin, &bytes[half..]);
+    drop(stdin);
+    let output = child.wait_with_output().expect("wait for pktvault import");
+    let stderr = stderr_text(&output);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted; sealing the packets read so far"), "{stderr}");
+
+    let data = path_arg(&data_dir);
+    let output = pktvault_expect(&["status", "--data-dir", &data, "--json"], 0);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+    let stored = status[0]["packets"].as_u64().expect("packet count");
+    assert!(stored > 0 && stored < 20_000 && stored.is_multiple_of(4096), "{stored} packets stored");
+    assert!(stderr.contains(&format!("standard input: {stored} packets imported")), "{stderr}");
+    // The segment was sealed: tcpdump reads it whole.
+    for entry in fs::read_dir(data_dir.join("0").join("pcap")).expect("list segments") {
+        let segment = entry.expect("segment entry").path();
+        let read = Command::new("tcpdump").args(["-n", "-r"]).arg(&segment).output().expect("run tcpdump");
+        assert!(read.status.success(), "tcpdump cannot read {}: {}", segment.display(), stderr_text(&read));
+        let size = fs::metadata(&segment).expect("segment size").len();
+        assert_eq!(size, 24 + stored * 76, "{} holds the stored packets only", segment.display());
+    }
+}
+
+#[test]
 fn import_stops_at_oversized_record() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");

@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use pktvault_engine::extract::{extract as run_extract, ExtractError, ExtractOutcomeError, ExtractRequest, Selection};
@@ -15,6 +17,7 @@ use pktvault_engine::retention::RetentionPolicy;
 use pktvault_engine::status::{interface_ids, interface_report, InterfaceReport, RecorderPhase};
 use pktvault_engine::store::{interface_dir, InterfaceStore};
 use pktvault_schema::time::{format_epoch_ns, TimeWindow};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::{ExtractArgs, ImportArgs, SegmentArgs, StatusArgs};
 use pktvault_schema::text::{parse_size, parse_time};
@@ -60,9 +63,24 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let new_interface = !interface.exists();
     let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
     let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
+    // The first SIGINT or SIGTERM stops the import after the packet being
+    // read and seals what was read; a second one ends the process at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
+        signal_hook::flag::register_conditional_shutdown(signal, status, Arc::clone(&interrupt))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupt)))
+            .context("cannot install the signal handler")?;
+    }
+    ingester.interrupt_on(Arc::clone(&interrupt));
     let mut failed = 0usize;
+    let mut completed = 0usize;
     let mut total_packets = 0u64;
+    let mut interrupted = false;
     for path in &args.files {
+        if interrupt.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
         let name = if path.as_os_str() == "-" { STDIN_NAME.into() } else { path.display().to_string() };
         let stored_before = ingester.stats().packets;
         match import_file(path, &mut ingester) {
@@ -72,14 +90,25 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 }
                 total_packets += report.packets;
                 eprintln!("{name}: {} packets imported{}", report.packets, skipped_note(report.skipped));
+                if !report.interrupted {
+                    completed += 1;
+                } else {
+                    interrupted = true;
+                    eprintln!("pktvault: interrupted; sealing the packets read so far (a second signal ends at once)");
+                    break;
+                }
             }
             Err(err) => {
                 failed += 1;
-                // An error in the middle of a file keeps the packets before it.
-                let stored = ingester.stats().packets - stored_before;
-                total_packets += stored;
-                if stored > 0 {
-                    eprintln!("pktvault: {err} (the {stored} packets of {name} before the error were imported)");
+                // An error in the middle of a file keeps the packets of the
+                // segments sealed before it. Those of the segment being
+                // written may be lost, so they are counted as read.
+                let read = ingester.stats().packets - stored_before;
+                total_packets += read;
+                if read > 0 {
+                    eprintln!(
+                        "pktvault: {err} ({read} packets of {name} were read before the error; 'pktvault status' shows what is stored)"
+                    );
                 } else {
                     eprintln!("pktvault: {err}");
                 }
@@ -98,7 +127,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!(
         "imported {total_packets} packets from {} of {} files into {} segments",
-        args.files.len() - failed,
+        completed,
         args.files.len(),
         stats.segments_sealed
     );
@@ -109,7 +138,14 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             stats.segments_deleted
         );
     }
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if interrupted {
+        // As a shell reports a process that SIGINT ended.
+        ExitCode::from(130)
+    } else if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn skipped_note(skipped: u64) -> String {

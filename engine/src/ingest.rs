@@ -1,5 +1,6 @@
 //! Packets into segments: time bucketing, rotation and commit to the index.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -65,9 +66,9 @@ pub struct IngestStats {
 /// segment to the index.
 pub struct Ingester {
     store: Arc<InterfaceStore>,
-    /// The segment being sealed on a thread of its own: its last write,
-    /// `fsync` and commit to the index take several milliseconds in which
-    /// the next segment is written. At most one seal runs at a time.
+    /// The segment being sealed on a thread of its own: its `fsync` and its
+    /// commit to the index take several milliseconds, in which the next
+    /// segment is written. At most one seal runs at a time.
     sealing: Option<JoinHandle<Result<SegmentMeta>>>,
     limits: SegmentLimits,
     /// One open segment per link type and timestamp resolution. The map is
@@ -78,6 +79,8 @@ pub struct Ingester {
     retention: RetentionPolicy,
     /// Newest packet timestamp recorded, the reference for the age limit.
     newest_ts_ns: u64,
+    /// Set, by a signal handler for example, to make imports stop early.
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Ingester {
@@ -106,6 +109,7 @@ impl Ingester {
             stats: IngestStats::default(),
             retention: RetentionPolicy::default(),
             newest_ts_ns,
+            interrupt: None,
         })
         .and_then(|mut ingester| {
             ingester.reindex(&orphans)?;
@@ -173,7 +177,9 @@ impl Ingester {
             check_room(&self.store, self.limits.bytes, &protected, available)?;
             let freed = retention::free_oldest(&self.store, wanted - available, &protected)?;
             self.stats.segments_deleted += freed.segments_deleted;
-            tracing::warn!(
+            // Routine when the filesystem is the budget, so not a warning: an
+            // import on a full disk would print one per segment.
+            tracing::info!(
                 available,
                 segments = freed.segments_deleted,
                 bytes = freed.bytes_freed,
@@ -181,6 +187,17 @@ impl Ingester {
             );
         }
         Ok(())
+    }
+
+    /// Makes [`crate::input::import_file`] stop within a few thousand
+    /// packets once `flag` is set; what was read stays imported.
+    pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    /// Returns whether the flag given to [`Ingester::interrupt_on`] is set.
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
     /// Returns the store being written.

@@ -23,7 +23,13 @@ pub struct FileReport {
     pub skipped: u64,
     /// Problems that did not stop the import, such as a truncated last record.
     pub warnings: Vec<String>,
+    /// Whether the import stopped early because the ingester was interrupted
+    /// (see [`Ingester::interrupt_on`]).
+    pub interrupted: bool,
 }
+
+/// Packets between two checks of the interrupt flag.
+const INTERRUPT_CHECK_PACKETS: u64 = 4096;
 
 const PCAP_MAGICS: [[u8; 4]; 4] =
     [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
@@ -33,6 +39,15 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 const MAX_WARNINGS: usize = 20;
 
 impl FileReport {
+    /// Returns whether to stop before the next packet, because the
+    /// ingester was interrupted; the check runs every few thousand packets.
+    fn stops_for_interrupt(&mut self, ingester: &Ingester) -> bool {
+        if self.packets.is_multiple_of(INTERRUPT_CHECK_PACKETS) && self.packets > 0 && ingester.is_interrupted() {
+            self.interrupted = true;
+        }
+        self.interrupted
+    }
+
     /// Counts packet `number` of `path` as skipped, with the reason.
     fn skip(&mut self, path: &Path, number: u64, reason: &str) {
         self.skipped += 1;
@@ -313,6 +328,9 @@ fn import_pcap(path: &Path, mut reader: impl Read + Send + 'static, ingester: &m
         ingester.ingest(header.linktype, header.snaplen, &packet)?;
         input.start += record_bytes;
         report.packets += 1;
+        if report.stops_for_interrupt(ingester) {
+            break;
+        }
     }
     Ok(report)
 }
@@ -459,6 +477,9 @@ fn import_pcapng(path: &Path, reader: impl Read, ingester: &mut Ingester) -> Res
         };
         ingester.ingest(interface.linktype, interface.snaplen, &packet)?;
         report.packets += 1;
+        if report.stops_for_interrupt(ingester) {
+            break;
+        }
     }
     Ok(report)
 }
