@@ -59,12 +59,14 @@ pub(crate) fn segment_limits(args: &SegmentArgs) -> anyhow::Result<SegmentLimits
 pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let limits = segment_limits(&args.segments)?;
     let retention = retention_policy(&args.segments)?;
+    let data_dir_existed = args.location.data_dir.exists();
     let interface = interface_dir(&args.location.data_dir, args.location.ifid);
-    let new_interface = !interface.exists();
+    let interface_existed = interface.exists();
+    let new_interface = !interface.join("index").exists();
     let store = InterfaceStore::open_writable(&args.location.data_dir, args.location.ifid)?;
     let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
     // The first SIGINT or SIGTERM stops the import after the packet being
-    // read and seals what was read; a second one ends the process at once.
+    // read and seals what was read. A second one ends the process at once.
     let interrupt = Arc::new(AtomicBool::new(false));
     for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
         signal_hook::flag::register_conditional_shutdown(signal, status, Arc::clone(&interrupt))
@@ -79,6 +81,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         if interrupt.load(Ordering::Relaxed) {
             interrupted = true;
+            eprintln!("pktvault: interrupted before {}; sealing the packets read so far", path.display());
             break;
         }
         let name = if path.as_os_str() == "-" { STDIN_NAME.into() } else { path.display().to_string() };
@@ -89,14 +92,16 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("pktvault: warning: {warning}");
                 }
                 total_packets += report.packets;
-                eprintln!("{name}: {} packets imported{}", report.packets, skipped_note(report.skipped));
-                if !report.interrupted {
-                    completed += 1;
-                } else {
+                if report.interrupted {
                     interrupted = true;
-                    eprintln!("pktvault: interrupted; sealing the packets read so far (a second signal ends at once)");
+                    eprintln!(
+                        "{name}: interrupted after {} packets; sealing the packets read so far (a second signal ends at once)",
+                        report.packets
+                    );
                     break;
                 }
+                completed += 1;
+                eprintln!("{name}: {} packets imported{}", report.packets, skipped_note(report.skipped));
             }
             Err(err) => {
                 failed += 1;
@@ -119,18 +124,21 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (store, stats) = ingester.finish().context("cannot seal the open segments")?;
     drop(store);
     if new_interface && stats.packets == 0 {
-        // An import that stored nothing leaves no empty interface behind
-        // for 'status' and the server to list.
-        if let Err(err) = std::fs::remove_dir_all(&interface) {
-            eprintln!("pktvault: warning: cannot remove the empty folder {}: {err}", interface.display());
-        }
+        remove_empty_interface(&interface, interface_existed, data_dir_existed);
     }
-    eprintln!(
-        "imported {total_packets} packets from {} of {} files into {} segments",
-        completed,
-        args.files.len(),
-        stats.segments_sealed
-    );
+    if interrupted {
+        eprintln!(
+            "imported {total_packets} packets into {} segments before the interrupt; {completed} of {} files were read whole",
+            stats.segments_sealed,
+            args.files.len()
+        );
+    } else {
+        eprintln!(
+            "imported {total_packets} packets from {completed} of {} files into {} segments",
+            args.files.len(),
+            stats.segments_sealed
+        );
+    }
     if stats.segments_deleted > 0 {
         eprintln!(
             "pktvault: warning: {} of the oldest segments were deleted to stay within --max-disk, --max-age \
@@ -146,6 +154,28 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Removes what an import that stored nothing created, so that no empty
+/// interface is left for 'status' and the server to list: the index, the
+/// empty pcap folder and, where the import created them, the interface
+/// and data folders.
+fn remove_empty_interface(interface: &std::path::Path, interface_existed: bool, data_dir_existed: bool) {
+    let index = interface.join("index");
+    if let Err(err) = std::fs::remove_dir_all(&index) {
+        eprintln!("pktvault: warning: cannot remove the empty index {}: {err}", index.display());
+        return;
+    }
+    // Each removal fails, and leaves the folder, where something else is in it.
+    let _ = std::fs::remove_dir(interface.join("pcap"));
+    if !interface_existed {
+        let _ = std::fs::remove_dir(interface);
+        if !data_dir_existed {
+            if let Some(data_dir) = interface.parent() {
+                let _ = std::fs::remove_dir(data_dir);
+            }
+        }
+    }
 }
 
 fn skipped_note(skipped: u64) -> String {

@@ -189,10 +189,15 @@ impl Ingester {
         Ok(())
     }
 
-    /// Makes [`crate::input::import_file`] stop within a few thousand
-    /// packets once `flag` is set; what was read stays imported.
+    /// Makes [`crate::input::import_file`] stop before the next packet once
+    /// `flag` is set; what was read stays imported.
     pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
         self.interrupt = Some(flag);
+    }
+
+    /// Returns the flag given to [`Ingester::interrupt_on`].
+    pub fn interrupt_flag(&self) -> Option<Arc<AtomicBool>> {
+        self.interrupt.clone()
     }
 
     /// Returns whether the flag given to [`Ingester::interrupt_on`] is set.
