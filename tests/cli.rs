@@ -581,6 +581,13 @@ fn import_snoop_file_rejected() {
     );
     assert!(stderr.contains("imported 0 packets from 0 of 1 files"), "stderr: {stderr}");
 
+    let text = dir.path().join("printed.txt");
+    fs::write(&text, "12:00:01.000000 IP 192.0.2.1.53 > 192.0.2.2.4000: UDP, length 40\n").expect("write a text file");
+    let output = run_import(&data_dir, &[&text]);
+    let stderr = stderr_text(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("it starts with the text \"12:0\"); give a capture file"), "stderr: {stderr}");
+
     assert_capture_extractable(&data_dir, &dns);
 }
 

@@ -100,6 +100,13 @@ pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
         import_pcap(path, reader, ingester)
     } else if magic == PCAPNG_MAGIC {
         import_pcapng(path, BufReader::with_capacity(READ_BYTES, reader), ingester)
+    } else if magic.iter().all(|byte| byte.is_ascii_graphic() || *byte == b' ') {
+        // A text file, such as tcpdump's printed output, or a capture format
+        // whose magic is text, such as snoop's.
+        Err(bad_input(format!(
+            "not a pcap or pcapng file (it starts with the text {:?}); give a capture file, or convert a capture of another format with 'editcap -F pcap' first",
+            String::from_utf8_lossy(&magic)
+        )))
     } else {
         Err(bad_input(format!(
             "not a pcap or pcapng file (it starts with bytes {:02x} {:02x} {:02x} {:02x}); convert it with 'editcap -F pcap' first",
