@@ -1,7 +1,11 @@
 //! libpcap mode: filters compiled and matched by libpcap itself.
 //!
-//! Each segment's link type gets its own program, compiled as tcpdump compiles
-//! it when reading a file of that link type. Matching calls libpcap's
+//! Each segment's link type gets its own program, compiled as `tcpdump -O`
+//! compiles it when reading a file of that link type: without libpcap's
+//! optimizer. libpcap 1.10's optimizer mis-evaluates some compound filters
+//! (one that ends in `and arp` matched a TCP packet), and the index prunes
+//! candidates by what a filter means, so only unoptimized programs agree
+//! with it on every filter. Matching calls libpcap's
 //! `bpf_filter` with the record's real original length, so `len`, `greater`
 //! and `less` see what they see in tcpdump.
 
@@ -12,9 +16,8 @@ use super::parse::{parse, MAX_FILTER_BYTES, MAX_NESTING_DEPTH};
 use crate::decode::is_decoded_linktype;
 use crate::{Error, Result};
 
-/// Most `and`/`or` operators accepted in a libpcap-mode filter. libpcap's
-/// optimizer takes time that grows faster than linearly with the number of
-/// terms, so longer filters are rejected before reaching it.
+/// Most `and`/`or` operators accepted in a libpcap-mode filter, a bound on
+/// the size of its program and on the time to compile it.
 pub const MAX_BPF_OPERATORS: usize = 128;
 
 /// Words that make libpcap read every later primitive at a shifted offset.
@@ -127,7 +130,7 @@ impl BpfFilter {
         }
         let compile_error = |message: String| Error::BpfCompile { filter: self.text.clone(), linktype, message };
         let handle = savefile_handle(linktype).map_err(compile_error)?;
-        let program = handle.compile(&self.text, true).map_err(|err| compile_error(err.to_string()))?;
+        let program = handle.compile(&self.text, false).map_err(|err| compile_error(err.to_string()))?;
         self.programs.insert(linktype, program);
         Ok(())
     }
@@ -246,6 +249,25 @@ mod tests {
         assert!(BpfFilter::new(&nested).unwrap_err().to_string().contains("deep"));
         let long = format!("host 192.0.2.1 {}", " ".repeat(MAX_FILTER_BYTES));
         assert!(BpfFilter::new(&long).unwrap_err().to_string().contains("bytes"));
+    }
+
+    #[test]
+    fn filters_match_as_unoptimized_libpcap() {
+        // A TCP packet from 192.0.2.1 port 53 to itself, port 443, between
+        // two Ethernet stations with the same address. It is not ARP, so the
+        // filter cannot match; libpcap 1.10's optimizer matched it anyway.
+        let mac = [0, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let mut frame = [mac, mac].concat();
+        frame.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 1]);
+        frame.extend_from_slice(&[0, 53, 0x01, 0xbb, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0x20, 0, 0, 0, 0, 0]);
+        let text = "((ether src host 00:11:22:33:44:55 or arp) and (not dst port 53)) \
+                    and ((ether src and dst host 00:11:22:33:44:55 or src port 53) and arp)";
+        let mut filter = BpfFilter::new(text).unwrap();
+        filter.prepare(1).unwrap();
+        assert!(!filter.matches(1, &frame, frame.len() as u32));
+        let mut tcp = BpfFilter::new("tcp and src port 53 and ether dst 00:11:22:33:44:55").unwrap();
+        tcp.prepare(1).unwrap();
+        assert!(tcp.matches(1, &frame, frame.len() as u32), "the frame is the TCP packet described");
     }
 
     #[test]
