@@ -328,6 +328,19 @@ fn import_pcap_cut_mid_record() {
     assert_capture_extractable(&data_dir, &http);
 }
 
+/// Starts `pktvault import --data-dir DATA_DIR -` and returns it with the
+/// pipe to its standard input.
+fn start_stdin_import(data_dir: &Path) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = Command::new(pktvault_bin())
+        .args(["import", "--data-dir", &path_arg(data_dir), "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pktvault import");
+    let stdin = child.stdin.take().expect("stdin");
+    (child, stdin)
+}
+
 #[test]
 fn import_reads_a_pipe() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -335,13 +348,7 @@ fn import_reads_a_pipe() {
     // A pcap and a pcapng file, each piped in as standard input.
     for name in ["dns_mdns_llmnr.pcap", "ipv6_ext_options.pcap"] {
         let capture = corpus(name);
-        let mut child = Command::new(pktvault_bin())
-            .args(["import", "--data-dir", &path_arg(&data_dir), "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pktvault import");
-        let mut stdin = child.stdin.take().expect("stdin");
+        let (child, mut stdin) = start_stdin_import(&data_dir);
         let bytes = fs::read(&capture).expect("read corpus capture");
         let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
         let output = child.wait_with_output().expect("wait for pktvault import");
@@ -367,19 +374,15 @@ fn interrupted_import_seals_what_it_read() {
         })
         .collect();
     let bytes = build_pcap(1, &packets);
-    let mut child = Command::new(pktvault_bin())
-        .args(["import", "--data-dir", &path_arg(&data_dir), "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pktvault import");
+    let (mut child, mut stdin) = start_stdin_import(&data_dir);
+
     // 2 MB of the 2.3 MB go in, and the pipe stays open, as a capture of an
-    // idle link leaves it; the import must stop at SIGINT all the same.
-    let mut stdin = child.stdin.take().expect("stdin");
+    // idle link leaves it. The import must stop at SIGINT all the same.
     std::io::Write::write_all(&mut stdin, &bytes[..2_000_000]).expect("write to the pipe");
     std::thread::sleep(Duration::from_millis(500));
     let signal = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("run kill");
     assert!(signal.success());
+
     let mut waited = Duration::ZERO;
     while child.try_wait().expect("poll pktvault import").is_none() {
         assert!(waited < Duration::from_secs(20), "the import ignored SIGINT while its input was open");
@@ -390,6 +393,7 @@ fn interrupted_import_seals_what_it_read() {
     let output = child.wait_with_output().expect("wait for pktvault import");
     let stderr = stderr_text(&output);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
+
     let read: u64 = stderr
         .split("standard input: interrupted after ")
         .nth(1)
@@ -402,10 +406,12 @@ fn interrupted_import_seals_what_it_read() {
         assert!(!data_dir.join("0").join("index").exists(), "{stderr}");
         return;
     }
+
     let data = path_arg(&data_dir);
     let output = pktvault_expect(&["status", "--data-dir", &data, "--json"], 0);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status JSON");
     assert_eq!(status[0]["packets"].as_u64(), Some(read), "{stderr}");
+
     // The segment was sealed: tcpdump reads it whole.
     for entry in fs::read_dir(data_dir.join("0").join("pcap")).expect("list segments") {
         let segment = entry.expect("segment entry").path();

@@ -85,7 +85,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         let name = if path.as_os_str() == "-" { STDIN_NAME.into() } else { path.display().to_string() };
-        let stored_before = ingester.stats().packets;
+        let read_before = ingester.stats().packets;
         match import_file(path, &mut ingester) {
             Ok(report) => {
                 for warning in &report.warnings {
@@ -108,7 +108,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 // An error in the middle of a file keeps the packets of the
                 // segments sealed before it. Those of the segment being
                 // written may be lost, so they are counted as read.
-                let read = ingester.stats().packets - stored_before;
+                let read = ingester.stats().packets - read_before;
                 total_packets += read;
                 if read > 0 {
                     eprintln!(

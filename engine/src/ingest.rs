@@ -190,7 +190,7 @@ impl Ingester {
     }
 
     /// Makes [`crate::input::import_file`] stop before the next packet once
-    /// `flag` is set; what was read stays imported.
+    /// `flag` is set. What was read stays imported.
     pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
         self.interrupt = Some(flag);
     }
