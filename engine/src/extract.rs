@@ -421,9 +421,14 @@ impl SegmentStream {
             }
             return Ok(());
         }
-        let monotonic = self.planned.reader.meta().monotonic;
-        let linktype = self.planned.reader.meta().linktype;
+        let meta = self.planned.reader.meta();
+        let monotonic = meta.monotonic;
+        let linktype = meta.linktype;
         let raw = resolution == output.resolution;
+        let in_window = request.window.begin_ns <= meta.min_ts_ns && meta.max_ts_ns < request.window.end_ns;
+        if raw && in_window && matches!(self.planned.exact, Exact::All) {
+            return self.drain_unchecked(stats, control, output);
+        }
         // Byte ranges in the reader's buffer of matches not yet written, one
         // range per run of adjacent matches. They are written before the
         // reader loads other bytes into its buffer.
@@ -459,6 +464,41 @@ impl SegmentStream {
         }
         if !runs.is_empty() {
             output.write_runs(self.planned.reader.buffer(), &runs)?;
+        }
+        Ok(())
+    }
+}
+
+impl SegmentStream {
+    /// Writes every remaining candidate of the stream to `output`, in file
+    /// order, without reading the records: for a segment inside the window
+    /// whose candidates the index proves to match, in the output's format.
+    /// A broad filter such as `tcp` selects most records, and this loop only
+    /// steps from one record header to the next.
+    fn drain_unchecked(
+        &mut self,
+        stats: &mut ExtractStats,
+        control: &ExtractControl,
+        output: &mut PcapOutput<'_>,
+    ) -> Result<()> {
+        let reader = &mut self.planned.reader;
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut next = self.next.next();
+        while let Some(packet) = next {
+            if control.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if !runs.is_empty() && (!reader.is_loaded(packet) || runs.len() >= MAX_RUNS_PER_WRITE) {
+                output.write_runs(reader.buffer(), &runs)?;
+                runs.clear();
+            }
+            let collected = reader.collect_runs(&mut next, &mut self.next, &mut runs, MAX_RUNS_PER_WRITE)?;
+            stats.candidates += collected;
+            stats.packets += collected;
+            output.report(stats, control);
+        }
+        if !runs.is_empty() {
+            output.write_runs(reader.buffer(), &runs)?;
         }
         Ok(())
     }

@@ -420,6 +420,79 @@ impl SegmentReader {
         &self.buffer[..self.filled]
     }
 
+    /// Collects whole records without looking at their contents: `*next`,
+    /// then each packet of `packets` while it lies in the block holding
+    /// `*next`, which is loaded first when it is not. Appends the byte range
+    /// in [`SegmentReader::buffer`] of each run of adjacent records to
+    /// `runs`, stops once `runs` holds `max_runs` ranges, and leaves in
+    /// `next` the first packet not collected. Returns the number collected.
+    ///
+    /// Packets must ascend. A caller must write `runs` before a call for a
+    /// `*next` for which [`SegmentReader::is_loaded`] is false, which loads
+    /// another block.
+    pub fn collect_runs(
+        &mut self,
+        next: &mut Option<u32>,
+        packets: &mut impl Iterator<Item = u32>,
+        runs: &mut Vec<std::ops::Range<usize>>,
+        max_runs: usize,
+    ) -> Result<u64> {
+        let Some(first) = *next else { return Ok(0) };
+        if u64::from(first) >= self.meta.packets {
+            return Err(self.damaged(format!("packet {first} requested, the segment has {}", self.meta.packets)));
+        }
+        if !self.is_loaded(first) {
+            self.load_group(first / PACKETS_PER_GROUP)?;
+        } else if let Some((number, _, data_start, _)) = self.last.filter(|(number, ..)| *number == first) {
+            // The record returned last is wanted again: step back onto it.
+            self.cursor = (number, data_start - RECORD_HEADER_BYTES as usize);
+        }
+        self.last = None;
+        let (_, last_group) = self.loaded.expect("a block was loaded");
+        let block_end = (u64::from(last_group) + 1) * u64::from(PACKETS_PER_GROUP);
+        let bytes = &self.buffer[..self.filled];
+        let (mut number, mut offset) = self.cursor;
+        let mut wanted = first;
+        let mut collected = 0;
+        let outcome = loop {
+            // Steps over the records before the wanted one.
+            let end = loop {
+                let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) else {
+                    break Err(format!("record {number} starts past the end of its group"));
+                };
+                let caplen = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+                let end = offset + RECORD_HEADER_BYTES as usize + caplen as usize;
+                if end > bytes.len() {
+                    break Err(format!("record {number} of {caplen} bytes runs past the end of its group"));
+                }
+                if number == wanted {
+                    break Ok(end);
+                }
+                number += 1;
+                offset = end;
+            };
+            let end = match end {
+                Ok(end) => end,
+                Err(reason) => break Err(reason),
+            };
+            match runs.last_mut() {
+                Some(run) if run.end == offset => run.end = end,
+                _ => runs.push(offset..end),
+            }
+            collected += 1;
+            number += 1;
+            offset = end;
+            *next = packets.next();
+            match *next {
+                Some(packet) if u64::from(packet) < block_end && runs.len() < max_runs => wanted = packet,
+                _ => break Ok(()),
+            }
+        };
+        self.cursor = (number, offset);
+        outcome.map_err(|reason| self.damaged(reason))?;
+        Ok(collected)
+    }
+
     /// Returns packet number `packet`: its record header and captured bytes.
     ///
     /// Reading is fastest when packet numbers ascend.
