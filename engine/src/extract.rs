@@ -471,10 +471,11 @@ impl SegmentStream {
 
 impl SegmentStream {
     /// Writes every remaining candidate of the stream to `output`, in file
-    /// order, without reading the records: for a segment inside the window
-    /// whose candidates the index proves to match, in the output's format.
-    /// A broad filter such as `tcp` selects most records, and this loop only
-    /// steps from one record header to the next.
+    /// order, without decoding or checking a packet. Only for a segment
+    /// inside the window whose candidates the index proves to match, and
+    /// whose records are in the output's format. A broad filter such as
+    /// `tcp` selects most records, and this loop only steps from one record
+    /// header to the next.
     fn drain_unchecked(
         &mut self,
         stats: &mut ExtractStats,

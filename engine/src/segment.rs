@@ -448,6 +448,7 @@ impl SegmentReader {
             self.cursor = (number, data_start - RECORD_HEADER_BYTES as usize);
         }
         self.last = None;
+
         let (_, last_group) = self.loaded.expect("a block was loaded");
         let block_end = (u64::from(last_group) + 1) * u64::from(PACKETS_PER_GROUP);
         let bytes = &self.buffer[..self.filled];
@@ -475,6 +476,7 @@ impl SegmentReader {
                 Ok(end) => end,
                 Err(reason) => break Err(reason),
             };
+
             match runs.last_mut() {
                 Some(run) if run.end == offset => run.end = end,
                 _ => runs.push(offset..end),
@@ -488,6 +490,7 @@ impl SegmentReader {
                 _ => break Ok(()),
             }
         };
+
         self.cursor = (number, offset);
         outcome.map_err(|reason| self.damaged(reason))?;
         Ok(collected)
