@@ -1,7 +1,7 @@
 //! Reading capture files (pcap and pcapng) into an [`Ingester`].
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -99,7 +99,9 @@ pub fn import_file(path: &Path, ingester: &mut Ingester) -> Result<FileReport> {
     if PCAP_MAGICS.contains(&magic) {
         import_pcap(path, reader, ingester)
     } else if magic == PCAPNG_MAGIC {
-        import_pcapng(path, BufReader::with_capacity(READ_BYTES, reader), ingester)
+        let input =
+            ReadBuffer::new(reader, ingester.interrupt_flag()).map_err(Error::io("cannot start reading", path))?;
+        import_pcapng(path, input, ingester)
     } else if magic.iter().all(|byte| byte.is_ascii_graphic() || *byte == b' ') {
         // A text file, such as tcpdump's printed output, or a capture format
         // whose magic is text, such as snoop's.
@@ -289,6 +291,26 @@ impl ReadBuffer {
     }
 }
 
+/// Reads the input through the buffers of the reading thread, for the
+/// pcapng parser. An interrupt while the input is quiet ends a read with an
+/// error of kind `Other`, because `read_exact` retries on `Interrupted`.
+impl Read for ReadBuffer {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        match self.fill(1) {
+            Ok(true) => {}
+            Ok(false) => return Ok(0),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
+                return Err(std::io::Error::other("interrupted"));
+            }
+            Err(err) => return Err(err),
+        }
+        let count = buffer.len().min(self.end - self.start);
+        buffer[..count].copy_from_slice(&self.bytes[self.start..self.start + count]);
+        self.start += count;
+        Ok(count)
+    }
+}
+
 fn import_pcap(path: &Path, mut reader: impl Read + Send + 'static, ingester: &mut Ingester) -> Result<FileReport> {
     let bad_input = |reason: String| Error::BadInput { path: path.to_path_buf(), reason };
     let mut header_bytes = [0u8; 24];
@@ -422,13 +444,17 @@ fn packet_block_fields(body: &[u8], obsolete: bool, big_endian: bool) -> Option<
     Some((interface_id, units, original, data))
 }
 
-// NOTE: pcapng is read on the ingesting thread, so an interrupt reaches an
-// import of pcapng from a quiet pipe only when its next block arrives.
 fn import_pcapng(path: &Path, reader: impl Read, ingester: &mut Ingester) -> Result<FileReport> {
-    let mut pcapng = PcapNgReader::new(reader).map_err(|err| Error::BadInput {
-        path: path.to_path_buf(),
-        reason: format!("invalid pcapng section header: {}", describe(&err)),
-    })?;
+    let mut pcapng = match PcapNgReader::new(reader) {
+        Ok(pcapng) => pcapng,
+        Err(_) if ingester.is_interrupted() => return Ok(FileReport { interrupted: true, ..FileReport::default() }),
+        Err(err) => {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                reason: format!("invalid pcapng section header: {}", describe(&err)),
+            })
+        }
+    };
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut report = FileReport::default();
     let mut record_number = 0u64;
@@ -438,6 +464,10 @@ fn import_pcapng(path: &Path, reader: impl Read, ingester: &mut Ingester) -> Res
     while let Some(block) = pcapng.next_raw_block() {
         let (block_type, body) = match block {
             Ok(block) => (block.type_, block.body.into_owned()),
+            Err(_) if ingester.is_interrupted() => {
+                report.interrupted = true;
+                break;
+            }
             Err(err) => {
                 report.warn(format!(
                     "{}: stopped after packet {record_number}: {}; the packets before it were imported",
