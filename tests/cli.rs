@@ -362,7 +362,7 @@ fn import_reads_a_pipe() {
 }
 
 /// Returns a little-endian pcapng file with one Ethernet interface of
-/// microsecond timestamps, holding `packets` as enhanced packet blocks.
+/// microsecond timestamps and one enhanced packet block per packet.
 fn build_pcapng(packets: &[Packet]) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut block = |block_type: u32, body: &[u8]| {

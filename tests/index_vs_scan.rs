@@ -373,12 +373,12 @@ proptest! {
     }
 }
 
-/// A segment inside the window whose candidates the index proves to match is
-/// copied record by record without an exact check. With TCP and UDP packets
-/// alternating, one read block holds more separate runs of `tcp` records
-/// than one vectored write takes, and the window also cuts segments.
+/// Segments inside the window whose candidates the index proves are copied
+/// without an exact check. With TCP and UDP alternating, one read block
+/// contains more runs of `tcp` records than one vectored write takes. The
+/// second window cuts segments.
 #[test]
-fn windows_over_alternating_protocols_equal_the_scan() {
+fn alternating_protocols_match_scan() {
     let specs: Vec<PacketSpec> = (0..12_000u32)
         .map(|number| PacketSpec {
             macs: (0, 1),

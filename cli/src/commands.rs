@@ -122,6 +122,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     // Sealing commits what was read, even when a later file failed.
     let (store, stats) = ingester.finish().context("cannot seal the open segments")?;
+    // The index is closed before an empty one is removed.
     drop(store);
     if new_interface && stats.packets == 0 {
         remove_empty_interface(&interface, interface_existed, data_dir_existed);

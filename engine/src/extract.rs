@@ -467,15 +467,11 @@ impl SegmentStream {
         }
         Ok(())
     }
-}
 
-impl SegmentStream {
-    /// Writes every remaining candidate of the stream to `output`, in file
-    /// order, without decoding or checking a packet. Only for a segment
-    /// inside the window whose candidates the index proves to match, and
-    /// whose records are in the output's format. A broad filter such as
-    /// `tcp` selects most records, and this loop only steps from one record
-    /// header to the next.
+    /// Writes every remaining candidate to `output` in file order without
+    /// decoding it. The caller checks that the segment lies inside the
+    /// window, that the index proves every candidate, and that the records
+    /// are in the output's format.
     fn drain_unchecked(
         &mut self,
         stats: &mut ExtractStats,

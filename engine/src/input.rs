@@ -291,9 +291,9 @@ impl ReadBuffer {
     }
 }
 
-/// Reads the input through the buffers of the reading thread, for the
-/// pcapng parser. An interrupt while the input is quiet ends a read with an
-/// error of kind `Other`, because `read_exact` retries on `Interrupted`.
+/// Byte stream of the reading thread's buffers, for the pcapng parser. An
+/// interrupt during a wait for input fails the read with kind `Other`,
+/// because `read_exact` retries reads that fail with `Interrupted`.
 impl Read for ReadBuffer {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         match self.fill(1) {

@@ -420,16 +420,14 @@ impl SegmentReader {
         &self.buffer[..self.filled]
     }
 
-    /// Collects whole records without looking at their contents: `*next`,
-    /// then each packet of `packets` while it lies in the block holding
-    /// `*next`, which is loaded first when it is not. Appends the byte range
-    /// in [`SegmentReader::buffer`] of each run of adjacent records to
-    /// `runs`, stops once `runs` holds `max_runs` ranges, and leaves in
-    /// `next` the first packet not collected. Returns the number collected.
+    /// Collects the records of `*next` and of the following `packets` that
+    /// lie in the same block, without looking at their contents. Appends one
+    /// byte range of [`SegmentReader::buffer`] per run of adjacent records
+    /// to `runs`, up to `max_runs` ranges, and leaves the first packet not
+    /// collected in `next`. Returns the number of records collected.
     ///
-    /// Packets must ascend. A caller must write `runs` before a call for a
-    /// `*next` for which [`SegmentReader::is_loaded`] is false, which loads
-    /// another block.
+    /// Packets must ascend. When [`SegmentReader::is_loaded`] is false for
+    /// `*next`, this call loads another block, so the caller writes `runs` first.
     pub fn collect_runs(
         &mut self,
         next: &mut Option<u32>,
@@ -444,7 +442,7 @@ impl SegmentReader {
         if !self.is_loaded(first) {
             self.load_group(first / PACKETS_PER_GROUP)?;
         } else if let Some((number, _, data_start, _)) = self.last.filter(|(number, ..)| *number == first) {
-            // The record returned last is wanted again: step back onto it.
+            // The record returned last is requested again, so the cursor steps back onto it.
             self.cursor = (number, data_start - RECORD_HEADER_BYTES as usize);
         }
         self.last = None;
@@ -453,10 +451,10 @@ impl SegmentReader {
         let block_end = (u64::from(last_group) + 1) * u64::from(PACKETS_PER_GROUP);
         let bytes = &self.buffer[..self.filled];
         let (mut number, mut offset) = self.cursor;
-        let mut wanted = first;
+        let mut target = first;
         let mut collected = 0;
         let outcome = loop {
-            // Steps over the records before the wanted one.
+            // Steps over the records before the target.
             let end = loop {
                 let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) else {
                     break Err(format!("record {number} starts past the end of its group"));
@@ -466,7 +464,7 @@ impl SegmentReader {
                 if end > bytes.len() {
                     break Err(format!("record {number} of {caplen} bytes runs past the end of its group"));
                 }
-                if number == wanted {
+                if number == target {
                     break Ok(end);
                 }
                 number += 1;
@@ -486,7 +484,7 @@ impl SegmentReader {
             offset = end;
             *next = packets.next();
             match *next {
-                Some(packet) if u64::from(packet) < block_end && runs.len() < max_runs => wanted = packet,
+                Some(packet) if u64::from(packet) < block_end && runs.len() < max_runs => target = packet,
                 _ => break Ok(()),
             }
         };

@@ -769,7 +769,10 @@ mod tests {
         let store = InterfaceStore::open_read_only(dir.path(), 0).unwrap();
         let segments = store.segments().unwrap();
         assert_eq!(segments.len(), 2, "the open segment had no checkpoint");
-        assert!(segments.iter().all(|meta| meta.sealed && meta.packets == 10), "{segments:?}");
+        for meta in &segments {
+            assert!(meta.sealed, "{meta:?}");
+            assert_eq!(meta.packets, 10, "{meta:?}");
+        }
     }
 
     #[test]
