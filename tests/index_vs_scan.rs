@@ -4,11 +4,14 @@
 use std::net::IpAddr;
 
 use pktvault_engine::decode::decode;
-use pktvault_engine::extract::{extract, ExtractRequest, Selection};
+use pktvault_engine::extract::{
+    extract, extract_to, ExtractControl, ExtractOutcomeError, ExtractRequest, PcapSink, Selection, WriteSink,
+};
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::{matches, parse, AddrFamily, Dir, Expr, IpNet, Primitive};
 use pktvault_engine::ingest::{Ingester, SegmentLimits, SourcePacket};
 use pktvault_engine::store::InterfaceStore;
+use pktvault_engine::Error;
 use pktvault_schema::time::TimeWindow;
 use pktvault_schema::TsResolution;
 use proptest::prelude::*;
@@ -408,6 +411,123 @@ fn alternating_protocols_match_scan() {
             let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
             assert_eq!(actual.len(), expected.len(), "filter {text}");
             assert!(actual == expected, "filter {text} selects the same number of packets but different ones");
+        }
+    }
+}
+
+/// A rare host, a common one and a port in 4,000 packets, as 100 segments
+/// of 40 packets and as overlapping segments.
+fn spread_specs(overlapping: bool) -> Vec<PacketSpec> {
+    (0..4_000u32)
+        .map(|number| PacketSpec {
+            macs: (0, 1),
+            vlans: Vec::new(),
+            labels: Vec::new(),
+            network: Network::Ipv4 {
+                // 192.0.2.2 sends one packet in 97.
+                src: if number % 97 == 0 { 1 } else { (number % 2) as usize * 2 },
+                dst: 3,
+                proto: if number % 3 == 0 { 17 } else { 6 },
+                fragment: 0,
+                options: false,
+            },
+            ports: ((number % 6) as usize, 2),
+            keep_percent: 100,
+            // Overlapping: two interleaved clocks, each increasing.
+            ts_offset_ms: if overlapping { (number % 2) * 2_000 + number / 2 } else { number },
+        })
+        .collect()
+}
+
+/// Segments beyond the planned look-ahead, and a reading thread that both
+/// waits for plans and makes them, still give what a scan gives.
+#[test]
+fn many_segments_match_scan() {
+    for overlapping in [false, true] {
+        let recorded = record_in(&spread_specs(overlapping), SegmentLimits { seconds: 3600, bytes: 40 * 100 });
+        let segments = recorded.store.segments().unwrap().len();
+        assert!(segments >= 60, "{segments} segments; the case needs more than the look-ahead of planning");
+        let base = u64::from(BASE_SECS) * 1_000_000_000;
+        let whole = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
+        let cut = TimeWindow { begin_ns: base + 1_234_000_000, end_ns: base + 2_345_000_000 };
+        for text in ["host 192.0.2.2", "host 198.51.100.1", "udp and port 53", "tcp", "not host 192.0.2.2"] {
+            let expr = parse(text).unwrap();
+            for window in [whole, cut] {
+                let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
+                assert!(!expected.is_empty(), "{text} selects nothing, so the case checks nothing");
+                let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
+                assert_eq!(actual.len(), expected.len(), "filter {text}, overlapping {overlapping}");
+                assert!(actual == expected, "filter {text}, overlapping {overlapping}: different packets");
+            }
+        }
+    }
+}
+
+/// A segment file missing in the middle of a window: the extraction writes
+/// the packets of the segments before it, in order, then fails and names it,
+/// although later segments were planned before it was reached.
+#[test]
+fn missing_segment_fails_in_its_place() {
+    let recorded = record_in(&spread_specs(false), SegmentLimits { seconds: 3600, bytes: 40 * 100 });
+    let segments = recorded.store.segments().unwrap();
+    let missing = &segments[segments.len() / 2];
+    std::fs::remove_file(recorded.store.pcap_dir().join(&missing.file_name)).unwrap();
+    let base = u64::from(BASE_SECS) * 1_000_000_000;
+    let window = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
+    for text in ["tcp", "host 192.0.2.2"] {
+        let expr = parse(text).unwrap();
+        let mut request = ExtractRequest { window, selection: Selection::Native(expr.clone()), linktype: None };
+        let mut output = Vec::new();
+        let err = extract(&recorded.store, &mut request, &mut output).expect_err("a segment file is missing");
+        assert!(err.to_string().contains(&missing.file_name), "filter {text}: the error names another file: {err}");
+        let mut reader = pcap_file::pcap::PcapReader::new(output.as_slice()).unwrap();
+        let mut written = 0;
+        while let Some(record) = reader.next_raw_packet() {
+            let record = record.unwrap();
+            assert!(u64::from(record.ts_sec) * 1_000_000_000 + u64::from(record.ts_frac) * 1000 < missing.min_ts_ns);
+            written += 1;
+        }
+        let before = TimeWindow { begin_ns: base, end_ns: missing.min_ts_ns };
+        let expected = scanned(&recorded, before, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
+        assert_eq!(written, expected.len(), "filter {text}: packets written before the missing segment");
+    }
+}
+
+/// Cancels the extraction after its first record.
+struct CancelAfterFirst<'a> {
+    inner: WriteSink<Vec<u8>>,
+    control: &'a ExtractControl,
+}
+
+impl PcapSink for CancelAfterFirst<'_> {
+    fn header(&mut self, file_header: &[u8; 24]) -> std::io::Result<()> {
+        self.inner.header(file_header)
+    }
+
+    fn record(&mut self, record_header: &[u8; 16], data: &[u8]) -> std::io::Result<()> {
+        self.control.cancel();
+        self.inner.record(record_header, data)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.inner.finish()
+    }
+}
+
+/// A cancelled extraction over many segments returns, with the planning
+/// thread stopped, instead of planning or waiting for the rest.
+#[test]
+fn cancelled_extraction_stops_planning() {
+    let recorded = record_in(&spread_specs(false), SegmentLimits { seconds: 3600, bytes: 40 * 100 });
+    let base = u64::from(BASE_SECS) * 1_000_000_000;
+    let window = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
+    for text in ["host 192.0.2.2", "tcp"] {
+        let control = ExtractControl::default();
+        let mut sink = CancelAfterFirst { inner: WriteSink(Vec::new()), control: &control };
+        let mut request = ExtractRequest { window, selection: Selection::Native(parse(text).unwrap()), linktype: None };
+        match extract_to(&recorded.store, &mut request, &mut sink, &control) {
+            Err(ExtractOutcomeError::Engine(Error::Cancelled)) => {}
+            other => panic!("filter {text}: expected a cancellation, got {other:?}"),
         }
     }
 }

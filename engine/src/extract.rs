@@ -12,16 +12,18 @@ use std::io::{IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pktvault_schema::time::{format_epoch_ns, TimeWindow, NANOS_PER_SEC};
-use pktvault_schema::{SegmentMeta, TsResolution, PACKETS_PER_CHUNK};
-use roaring::RoaringBitmap;
+use pktvault_schema::{SegmentMeta, TsResolution};
 
 use crate::decode::{decode, is_decoded_linktype};
 use crate::filter::bpf::BpfFilter;
-use crate::filter::plan::{monotone_candidates, plan};
 use crate::filter::{matches, Expr};
-use crate::segment::{pcap_file_header, RecordHeader, SegmentReader};
+use crate::segment::{pcap_file_header, RecordHeader};
 use crate::store::InterfaceStore;
 use crate::{Error, Result};
+
+mod plans;
+
+use plans::{plan_segment, Exact, PlanQueue, PlannedSegment, Pruning};
 
 /// The packet selection of an extraction.
 pub enum Selection {
@@ -209,84 +211,6 @@ pub fn recorded_range(segments: &[SegmentMeta]) -> Option<(u64, u64)> {
     let first = segments.iter().map(|meta| meta.min_ts_ns).min()?;
     let last = segments.iter().map(|meta| meta.max_ts_ns).max()?;
     Some((first, last))
-}
-
-/// A planned segment: its reader, the packets to read, and which of them
-/// match without an exact check.
-struct PlannedSegment {
-    reader: SegmentReader,
-    candidates: RoaringBitmap,
-    exact: Exact,
-}
-
-/// The candidates of a segment that the index proves to match.
-enum Exact {
-    All,
-    None,
-    Some(RoaringBitmap),
-}
-
-impl Exact {
-    fn contains(&self, packet: u32) -> bool {
-        match self {
-            Exact::All => true,
-            Exact::None => false,
-            Exact::Some(packets) => packets.contains(packet),
-        }
-    }
-}
-
-/// Plans the extraction from one segment. Returns `None`, without reading
-/// the segment's position table or opening its file, when no packet of the
-/// segment is a candidate.
-fn plan_segment(
-    store: &InterfaceStore,
-    meta: &SegmentMeta,
-    request: &ExtractRequest,
-) -> Result<Option<PlannedSegment>> {
-    let window = request.window;
-    let mut in_window = RoaringBitmap::new();
-    if window.begin_ns <= meta.min_ts_ns && meta.max_ts_ns < window.end_ns {
-        in_window.insert_range(0..meta.packets as u32);
-    } else {
-        for (number, chunk) in store.times(meta)?.iter().enumerate() {
-            if window.overlaps(chunk.min_ts_ns, chunk.max_ts_ns) {
-                let first = number as u32 * PACKETS_PER_CHUNK;
-                let end = (first as u64 + u64::from(PACKETS_PER_CHUNK)).min(meta.packets) as u32;
-                in_window.insert_range(first..end);
-            }
-        }
-    }
-    let (candidates, exact) = match &request.selection {
-        Selection::All => (in_window, Exact::All),
-        Selection::Native(expr) => {
-            let bitmaps = store.bitmaps(meta);
-            let plan = plan(expr, &bitmaps)?;
-            let candidates = bitmaps.packets_of(&plan.candidates)? & in_window;
-            let exact = if plan.exact == plan.candidates {
-                Exact::All
-            } else if plan.exact.is_empty() || candidates.is_empty() {
-                Exact::None
-            } else {
-                Exact::Some(bitmaps.packets_of(&plan.exact)?)
-            };
-            (candidates, exact)
-        }
-        // libpcap decides every packet: its filters read fields the index does not cover.
-        Selection::Bpf(filter) => match filter.pruning_expr(meta.linktype) {
-            Some(expr) => {
-                let bitmaps = store.bitmaps(meta);
-                (bitmaps.packets_of(&monotone_candidates(&expr, &bitmaps)?)? & in_window, Exact::None)
-            }
-            None => (in_window, Exact::None),
-        },
-    };
-    if candidates.is_empty() {
-        return Ok(None);
-    }
-    let positions = store.positions(meta, &candidates)?;
-    let reader = SegmentReader::open(&store.pcap_dir(), meta.clone(), positions)?;
-    Ok(Some(PlannedSegment { reader, candidates, exact }))
 }
 
 /// An extracted packet waiting in the merge.
@@ -604,7 +528,8 @@ fn select_segments(
         }
         let mut with_candidates: BTreeMap<u32, u64> = BTreeMap::new();
         for meta in &overlapping {
-            if plan_segment(store, meta, request)?.is_some() {
+            let pruning = Pruning::new(&request.selection, meta.linktype);
+            if plan_segment(store, meta, request.window, &pruning)?.is_some() {
                 *with_candidates.entry(meta.linktype).or_default() += 1;
             }
         }
@@ -693,27 +618,53 @@ pub fn extract_to(
         stats.undecoded_linktypes.push(linktype);
     }
     let mut output = PcapOutput::new(sink, resolution, snaplen, linktype)?;
+    let pruning = Pruning::new(&request.selection, linktype);
+    let plans = PlanQueue::new(store, request.window, &pruning, &segments);
+    let request = &*request;
+    std::thread::scope(|scope| {
+        if segments.len() > 1 {
+            scope.spawn(|| plans.plan_ahead(control));
+        }
+        let _stop = plans.stop_on_drop();
+        merge(request, &segments, &plans, &mut output, &mut stats, control)
+    })?;
+    output.sink.finish().map_err(output_error)?;
+    control.segments_done.store(control.segments_total.load(Ordering::Relaxed), Ordering::Relaxed);
+    control.bytes.store(output.bytes, Ordering::Relaxed);
+    stats.bytes = output.bytes;
+    Ok(stats)
+}
 
+/// Reads the planned segments and writes their matches to `output` in
+/// timestamp order, merging segments whose times overlap.
+fn merge(
+    request: &ExtractRequest,
+    segments: &[SegmentMeta],
+    plans: &PlanQueue<'_>,
+    output: &mut PcapOutput<'_>,
+    stats: &mut ExtractStats,
+    control: &ExtractControl,
+) -> Result<()> {
     // Finished streams are dropped at once, which closes their files.
     let mut streams: Vec<Option<SegmentStream>> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(u64, u64, u32, usize)>> = BinaryHeap::new();
     let mut heads: Vec<Option<Pending>> = Vec::new();
-    let mut unopened = segments.into_iter().peekable();
+    let mut unopened = segments.iter().enumerate().peekable();
     loop {
         // Open every segment that may hold a packet as early as the earliest pending one.
-        while let Some(meta) = unopened.peek() {
+        while let Some((_, meta)) = unopened.peek() {
             let earliest = heap.peek().map(|Reverse((ts_ns, ..))| *ts_ns);
             if earliest.is_some_and(|ts_ns| meta.min_ts_ns > ts_ns) {
                 break;
             }
-            let meta = unopened.next().expect("peeked");
-            let Some(planned) = plan_segment(store, &meta, request)? else {
+            let (number, meta) = unopened.next().expect("peeked");
+            let Some(planned) = plans.take(number)? else {
                 control.segments_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             stats.segments_read += 1;
-            let mut stream = SegmentStream::new(planned, request, &mut stats, control)?;
-            if let Some((ts_ns, packet, pending)) = stream.next_packet(request, &mut stats, control)? {
+            let mut stream = SegmentStream::new(planned, request, stats, control)?;
+            if let Some((ts_ns, packet, pending)) = stream.next_packet(request, stats, control)? {
                 heap.push(Reverse((ts_ns, meta.segment_id, packet, streams.len())));
                 heads.push(Some(pending));
                 streams.push(Some(stream));
@@ -725,18 +676,18 @@ pub fn extract_to(
         let pending = heads[index].take().expect("a queued stream has a head");
         output.write(pending.header, pending.resolution, &pending.data)?;
         stats.packets += 1;
-        output.report(&stats, control);
+        output.report(stats, control);
         let stream = streams[index].as_mut().expect("a queued stream is open");
         stream.spare = pending.data;
         // Alone, and before every segment not yet opened: no merge needed.
         let max_ts_ns = stream.planned.reader.meta().max_ts_ns;
-        if heap.is_empty() && unopened.peek().is_none_or(|meta| meta.min_ts_ns > max_ts_ns) {
-            stream.drain(request, &mut stats, control, &mut output)?;
+        if heap.is_empty() && unopened.peek().is_none_or(|(_, meta)| meta.min_ts_ns > max_ts_ns) {
+            stream.drain(request, stats, control, output)?;
             streams[index] = None;
             control.segments_done.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        match stream.next_packet(request, &mut stats, control)? {
+        match stream.next_packet(request, stats, control)? {
             Some((ts_ns, packet, pending)) => {
                 heap.push(Reverse((ts_ns, segment_id, packet, index)));
                 heads[index] = Some(pending);
@@ -747,9 +698,5 @@ pub fn extract_to(
             }
         }
     }
-    output.sink.finish().map_err(output_error)?;
-    control.segments_done.store(control.segments_total.load(Ordering::Relaxed), Ordering::Relaxed);
-    control.bytes.store(output.bytes, Ordering::Relaxed);
-    stats.bytes = output.bytes;
-    Ok(stats)
+    Ok(())
 }
