@@ -13,7 +13,7 @@ use pktvault_engine::ingest::{Ingester, SegmentLimits, SourcePacket};
 use pktvault_engine::store::InterfaceStore;
 use pktvault_engine::Error;
 use pktvault_schema::time::TimeWindow;
-use pktvault_schema::TsResolution;
+use pktvault_schema::{SegmentMeta, TsResolution};
 use proptest::prelude::*;
 
 const IPV4: [[u8; 4]; 4] = [[192, 0, 2, 1], [192, 0, 2, 2], [198, 51, 100, 1], [10, 0, 0, 1]];
@@ -249,12 +249,20 @@ fn record(specs: &[PacketSpec]) -> Recorded {
 }
 
 fn record_in(specs: &[PacketSpec], limits: SegmentLimits) -> Recorded {
+    record_padded(specs, limits, 0)
+}
+
+/// Like [`record_in`], with `padding` zero bytes after each frame, as an
+/// Ethernet trailer that no filter reads.
+fn record_padded(specs: &[PacketSpec], limits: SegmentLimits, padding: usize) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
     let store = InterfaceStore::open_writable(dir.path(), 0).unwrap();
     let mut ingester = Ingester::new(store, limits).unwrap();
     let mut packets = Vec::new();
     for spec in specs {
-        let (data, wire_len) = build(spec);
+        let (mut data, wire_len) = build(spec);
+        data.resize(data.len() + padding, 0);
+        let wire_len = wire_len + padding as u32;
         let ts_ns = u64::from(BASE_SECS) * 1_000_000_000 + u64::from(spec.ts_offset_ms) * 1_000_000;
         let packet = SourcePacket {
             ts_sec: BASE_SECS + spec.ts_offset_ms / 1000,
@@ -279,7 +287,12 @@ fn extracted(store: &InterfaceStore, window: TimeWindow, selection: Selection) -
         Err(pktvault_engine::extract::ExtractOutcomeError::Empty(_)) => return Vec::new(),
         Err(err) => panic!("extraction failed: {err}"),
     }
-    let mut reader = pcap_file::pcap::PcapReader::new(output.as_slice()).unwrap();
+    pcap_packets(&output)
+}
+
+/// Returns the (timestamp, bytes) of every record of a microsecond pcap.
+fn pcap_packets(pcap: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut reader = pcap_file::pcap::PcapReader::new(pcap).unwrap();
     let mut packets = Vec::new();
     while let Some(record) = reader.next_raw_packet() {
         let record = record.unwrap();
@@ -289,6 +302,12 @@ fn extracted(store: &InterfaceStore, window: TimeWindow, selection: Selection) -
         ));
     }
     packets
+}
+
+/// Returns the hour from the first packet time of the generated packets.
+fn whole_hour() -> TimeWindow {
+    let base = u64::from(BASE_SECS) * 1_000_000_000;
+    TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 }
 }
 
 /// Scans every packet in ingest order and sorts the matches by time, stable.
@@ -376,6 +395,20 @@ proptest! {
     }
 }
 
+/// Returns an untagged IPv4 packet to 10.0.0.1 from `IPV4[src]`, with
+/// source port `PORTS[port]` and destination port 443.
+fn ipv4_spec(src: usize, proto: u8, port: usize, keep_percent: u8, ts_offset_ms: u32) -> PacketSpec {
+    PacketSpec {
+        macs: (0, 1),
+        vlans: Vec::new(),
+        labels: Vec::new(),
+        network: Network::Ipv4 { src, dst: 3, proto, fragment: 0, options: false },
+        ports: (port, 2),
+        keep_percent,
+        ts_offset_ms,
+    }
+}
+
 /// Segments inside the window whose candidates the index proves are copied
 /// without an exact check. With TCP and UDP alternating, one read block
 /// contains more runs of `tcp` records than one vectored write takes. The
@@ -383,20 +416,10 @@ proptest! {
 #[test]
 fn alternating_protocols_match_scan() {
     let specs: Vec<PacketSpec> = (0..12_000u32)
-        .map(|number| PacketSpec {
-            macs: (0, 1),
-            vlans: Vec::new(),
-            labels: Vec::new(),
-            network: Network::Ipv4 {
-                src: (number % 3) as usize,
-                dst: 3,
-                proto: if number % 2 == 0 { 6 } else { 17 },
-                fragment: 0,
-                options: false,
-            },
-            ports: ((number % 6) as usize, 2),
-            keep_percent: if number % 7 == 0 { 50 } else { 100 },
-            ts_offset_ms: number / 4,
+        .map(|number| {
+            let proto = if number % 2 == 0 { 6 } else { 17 };
+            let keep_percent = if number % 7 == 0 { 50 } else { 100 };
+            ipv4_spec((number % 3) as usize, proto, (number % 6) as usize, keep_percent, number / 4)
         })
         .collect();
     let recorded = record_in(&specs, SegmentLimits { seconds: 1, bytes: 64 << 20 });
@@ -415,26 +438,17 @@ fn alternating_protocols_match_scan() {
     }
 }
 
-/// A rare host, a common one and a port in 4,000 packets, as 100 segments
-/// of 40 packets and as overlapping segments.
+/// Returns 4,000 packets with a rare host, a common one and a port, which
+/// make 100 segments of 40 packets, overlapping in time when `overlapping`.
 fn spread_specs(overlapping: bool) -> Vec<PacketSpec> {
     (0..4_000u32)
-        .map(|number| PacketSpec {
-            macs: (0, 1),
-            vlans: Vec::new(),
-            labels: Vec::new(),
-            network: Network::Ipv4 {
-                // 192.0.2.2 sends one packet in 97.
-                src: if number % 97 == 0 { 1 } else { (number % 2) as usize * 2 },
-                dst: 3,
-                proto: if number % 3 == 0 { 17 } else { 6 },
-                fragment: 0,
-                options: false,
-            },
-            ports: ((number % 6) as usize, 2),
-            keep_percent: 100,
+        .map(|number| {
+            // 192.0.2.2 sends one packet in 97.
+            let src = if number % 97 == 0 { 1 } else { (number % 2) as usize * 2 };
+            let proto = if number % 3 == 0 { 17 } else { 6 };
             // Overlapping: two interleaved clocks, each increasing.
-            ts_offset_ms: if overlapping { (number % 2) * 2_000 + number / 2 } else { number },
+            let ts_offset_ms = if overlapping { (number % 2) * 2_000 + number / 2 } else { number };
+            ipv4_spec(src, proto, (number % 6) as usize, 100, ts_offset_ms)
         })
         .collect()
 }
@@ -463,34 +477,63 @@ fn many_segments_match_scan() {
     }
 }
 
+/// Records [`spread_specs`] in segments of `segment_bytes`, then applies
+/// `damage` to the file of the middle segment, whose metadata it returns.
+fn damage_middle_segment(
+    segment_bytes: u64,
+    damage: impl Fn(&std::path::Path, &SegmentMeta),
+) -> (Recorded, SegmentMeta) {
+    let recorded = record_in(&spread_specs(false), SegmentLimits { seconds: 3600, bytes: segment_bytes });
+    let segments = recorded.store.segments().unwrap();
+    let middle = segments[segments.len() / 2].clone();
+    damage(&recorded.store.pcap_dir().join(&middle.file_name), &middle);
+    (recorded, middle)
+}
+
+/// Extracts `expr` over the whole hour, expecting an error. Returns the
+/// error message and the packets written before it.
+fn extract_until_error(recorded: &Recorded, expr: &Expr) -> (String, Vec<(u64, Vec<u8>)>) {
+    let mut request =
+        ExtractRequest { window: whole_hour(), selection: Selection::Native(expr.clone()), linktype: None };
+    let mut output = Vec::new();
+    let err = extract(&recorded.store, &mut request, &mut output).expect_err("a segment file is damaged");
+    (err.to_string(), pcap_packets(&output))
+}
+
 /// A segment file missing in the middle of a window: the extraction writes
 /// the packets of the segments before it, in order, then fails and names it,
 /// although later segments were planned before it was reached.
 #[test]
 fn missing_segment_fails_in_its_place() {
-    let recorded = record_in(&spread_specs(false), SegmentLimits { seconds: 3600, bytes: 40 * 100 });
-    let segments = recorded.store.segments().unwrap();
-    let missing = &segments[segments.len() / 2];
-    std::fs::remove_file(recorded.store.pcap_dir().join(&missing.file_name)).unwrap();
-    let base = u64::from(BASE_SECS) * 1_000_000_000;
-    let window = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
+    let (recorded, missing) = damage_middle_segment(40 * 100, |path, _| std::fs::remove_file(path).unwrap());
     for text in ["tcp", "host 192.0.2.2"] {
         let expr = parse(text).unwrap();
-        let mut request = ExtractRequest { window, selection: Selection::Native(expr.clone()), linktype: None };
-        let mut output = Vec::new();
-        let err = extract(&recorded.store, &mut request, &mut output).expect_err("a segment file is missing");
-        assert!(err.to_string().contains(&missing.file_name), "filter {text}: the error names another file: {err}");
-        let mut reader = pcap_file::pcap::PcapReader::new(output.as_slice()).unwrap();
-        let mut written = 0;
-        while let Some(record) = reader.next_raw_packet() {
-            let record = record.unwrap();
-            assert!(u64::from(record.ts_sec) * 1_000_000_000 + u64::from(record.ts_frac) * 1000 < missing.min_ts_ns);
-            written += 1;
-        }
-        let before = TimeWindow { begin_ns: base, end_ns: missing.min_ts_ns };
+        let (err, written) = extract_until_error(&recorded, &expr);
+        assert!(err.contains(&missing.file_name), "filter {text}: the error names another file: {err}");
+        let before = TimeWindow { begin_ns: whole_hour().begin_ns, end_ns: missing.min_ts_ns };
         let expected = scanned(&recorded, before, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
-        assert_eq!(written, expected.len(), "filter {text}: packets written before the missing segment");
+        assert_eq!(written.len(), expected.len(), "filter {text}: packets written before the missing segment");
+        assert!(written == expected, "filter {text}: the packets written are not the first matches");
     }
+}
+
+/// A segment file cut short in the middle of a window: the extraction
+/// writes the matches before the cut, in order, then fails and names it,
+/// also when the segment was extracted ahead.
+#[test]
+fn truncated_segment_fails_after_its_first_packets() {
+    let (recorded, cut) = damage_middle_segment(40 * 1_000, |path, meta| {
+        std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(meta.file_bytes / 2).unwrap();
+    });
+    // One packet in six, so that no read spans the cut.
+    let expr = parse("udp and port 53").unwrap();
+    let (err, written) = extract_until_error(&recorded, &expr);
+    assert!(err.contains(&cut.file_name), "the error names another file: {err}");
+    let expected = scanned(&recorded, whole_hour(), |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
+    let before = expected.iter().filter(|(ts_ns, _)| *ts_ns < cut.min_ts_ns).count();
+    assert!(written.len() > before, "{} packets written, {before} before the cut segment", written.len());
+    assert!(written.len() < expected.len());
+    assert!(written[..] == expected[..written.len()], "the packets written are not the first matches");
 }
 
 /// Cancels the extraction after its first record.
@@ -519,8 +562,7 @@ impl PcapSink for CancelAfterFirst<'_> {
 #[test]
 fn cancelled_extraction_stops_planning() {
     let recorded = record_in(&spread_specs(false), SegmentLimits { seconds: 3600, bytes: 40 * 100 });
-    let base = u64::from(BASE_SECS) * 1_000_000_000;
-    let window = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
+    let window = whole_hour();
     for text in ["host 192.0.2.2", "tcp"] {
         let control = ExtractControl::default();
         let mut sink = CancelAfterFirst { inner: WriteSink(Vec::new()), control: &control };
@@ -528,6 +570,45 @@ fn cancelled_extraction_stops_planning() {
         match extract_to(&recorded.store, &mut request, &mut sink, &control) {
             Err(ExtractOutcomeError::Engine(Error::Cancelled)) => {}
             other => panic!("filter {text}: expected a cancellation, got {other:?}"),
+        }
+    }
+}
+
+/// Segments with more matches than the planning thread extracts ahead (1 MiB),
+/// in time order and with time going backwards inside each segment: the
+/// merge writes the part extracted ahead, then reads the rest itself.
+#[test]
+fn large_isolated_segments_match_scan() {
+    for backwards in [false, true] {
+        let specs: Vec<PacketSpec> = (0..9_000u32)
+            .map(|number| {
+                let proto = if number % 4 == 0 { 17 } else { 6 };
+                // 3,000 packets a second, so three segments of 1 second.
+                let ts_offset_ms =
+                    if backwards { (number / 3_000) * 1_000 + 999 - (number % 3_000) / 3 } else { number / 3 };
+                ipv4_spec((number % 3) as usize, proto, (number % 6) as usize, 100, ts_offset_ms)
+            })
+            .collect();
+        let recorded = record_padded(&specs, SegmentLimits { seconds: 1, bytes: 64 << 20 }, 1_000);
+        let segments = recorded.store.segments().unwrap();
+        assert_eq!(segments.len(), 3);
+        assert!(segments.iter().all(|meta| meta.monotonic != backwards));
+        let base = u64::from(BASE_SECS) * 1_000_000_000;
+        let whole = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
+        let cut = TimeWindow { begin_ns: base + 100_000_000, end_ns: base + 2_900_000_000 };
+        for text in ["tcp", "udp or host 192.0.2.2", "ip", "not port 53"] {
+            let expr = parse(text).unwrap();
+            for window in [whole, cut] {
+                let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
+                let bytes: usize = expected.iter().map(|(_, data)| data.len() + 16).sum();
+                assert!(bytes > 3 << 20, "{text} selects {bytes} bytes; the case needs more than 1 MiB a segment");
+                let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
+                assert_eq!(actual.len(), expected.len(), "filter {text}, backwards {backwards}");
+                assert!(actual == expected, "filter {text}, backwards {backwards}: different packets");
+                let text_bpf = expr.to_string();
+                let actual = extracted(&recorded.store, window, Selection::Bpf(BpfFilter::new(&text_bpf).unwrap()));
+                assert!(actual == expected, "libpcap filter {text_bpf}, backwards {backwards}: different packets");
+            }
         }
     }
 }

@@ -322,7 +322,9 @@ impl SegmentStream {
 }
 
 impl SegmentStream {
-    /// Writes every remaining match of the stream to `output`, in order.
+    /// Writes the remaining matches of the stream to `output`, in order,
+    /// and returns whether it wrote them all: it stops once `output` has
+    /// `budget` bytes or more.
     ///
     /// Used when no other segment can hold a packet before this stream's
     /// last one, so no merge is needed. Matches are written from the
@@ -334,7 +336,8 @@ impl SegmentStream {
         stats: &mut ExtractStats,
         control: &ExtractControl,
         output: &mut PcapOutput<'_>,
-    ) -> Result<()> {
+        budget: u64,
+    ) -> Result<bool> {
         let resolution = self.planned.reader.meta().resolution;
         if let Some(sorted) = &mut self.sorted {
             for (_, packet) in sorted.by_ref() {
@@ -342,21 +345,27 @@ impl SegmentStream {
                 output.write(header, resolution, data)?;
                 stats.packets += 1;
                 output.report(stats, control);
+                if output.bytes >= budget {
+                    return Ok(false);
+                }
             }
-            return Ok(());
+            return Ok(true);
         }
         let meta = self.planned.reader.meta();
         let monotonic = meta.monotonic;
         let linktype = meta.linktype;
         let raw = resolution == output.resolution;
         let in_window = request.window.begin_ns <= meta.min_ts_ns && meta.max_ts_ns < request.window.end_ns;
-        if raw && in_window && matches!(self.planned.exact, Exact::All) {
-            return self.drain_unchecked(stats, control, output);
+        if budget == u64::MAX && raw && in_window && matches!(self.planned.exact, Exact::All) {
+            self.drain_unchecked(stats, control, output)?;
+            return Ok(true);
         }
         // Byte ranges in the reader's buffer of matches not yet written, one
-        // range per run of adjacent matches. They are written before the
-        // reader loads other bytes into its buffer.
+        // range per run of adjacent matches, and their total length. They
+        // are written before the reader loads other bytes into its buffer.
         let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut pending = 0;
+        let mut finished = true;
         for packet in self.next.by_ref() {
             if control.is_cancelled() {
                 return Err(Error::Cancelled);
@@ -364,6 +373,7 @@ impl SegmentStream {
             if !runs.is_empty() && (!self.planned.reader.is_loaded(packet) || runs.len() >= MAX_RUNS_PER_WRITE) {
                 output.write_runs(self.planned.reader.buffer(), &runs)?;
                 runs.clear();
+                pending = 0;
             }
             stats.candidates += 1;
             let (header, data) = self.planned.reader.packet(packet)?;
@@ -376,6 +386,7 @@ impl SegmentStream {
             }
             if raw {
                 let record = self.planned.reader.last_record().expect("a record was just read");
+                pending += record.len() as u64;
                 match runs.last_mut() {
                     Some(range) if range.end == record.start => range.end = record.end,
                     _ => runs.push(record),
@@ -385,11 +396,15 @@ impl SegmentStream {
             }
             stats.packets += 1;
             output.report(stats, control);
+            if output.bytes + pending >= budget {
+                finished = false;
+                break;
+            }
         }
         if !runs.is_empty() {
             output.write_runs(self.planned.reader.buffer(), &runs)?;
         }
-        Ok(())
+        Ok(finished)
     }
 
     /// Writes every remaining candidate to `output` in file order without
@@ -430,6 +445,8 @@ struct PcapOutput<'a> {
     sink: &'a mut dyn PcapSink,
     resolution: TsResolution,
     bytes: u64,
+    /// Whether [`PcapOutput::report`] publishes the counters.
+    reports: bool,
 }
 
 impl<'a> PcapOutput<'a> {
@@ -440,7 +457,13 @@ impl<'a> PcapOutput<'a> {
         linktype: u32,
     ) -> Result<PcapOutput<'a>> {
         sink.header(&pcap_file_header(resolution, snaplen, linktype)).map_err(output_error)?;
-        Ok(PcapOutput { sink, resolution, bytes: 24 })
+        Ok(PcapOutput { sink, resolution, bytes: 24, reports: true })
+    }
+
+    /// Returns an output of records only, without a file header, whose
+    /// counters are not published: a segment's records extracted ahead.
+    fn records_only(sink: &'a mut dyn PcapSink, resolution: TsResolution) -> PcapOutput<'a> {
+        PcapOutput { sink, resolution, bytes: 0, reports: false }
     }
 
     fn write(&mut self, header: RecordHeader, resolution: TsResolution, data: &[u8]) -> Result<()> {
@@ -461,6 +484,16 @@ impl<'a> PcapOutput<'a> {
         Ok(())
     }
 
+    /// Writes whole consecutive records already in the output's format.
+    fn write_records(&mut self, records: &[u8]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.sink.records(records).map_err(output_error)?;
+        self.bytes += records.len() as u64;
+        Ok(())
+    }
+
     /// Writes whole records already in the output's format.
     fn write_runs(&mut self, buffer: &[u8], runs: &[std::ops::Range<usize>]) -> Result<()> {
         self.sink.records_vectored(buffer, runs).map_err(output_error)?;
@@ -470,6 +503,9 @@ impl<'a> PcapOutput<'a> {
 
     /// Publishes the counters to `control`.
     fn report(&self, stats: &ExtractStats, control: &ExtractControl) {
+        if !self.reports {
+            return;
+        }
         control.packets.store(stats.packets, Ordering::Relaxed);
         control.bytes.store(self.bytes, Ordering::Relaxed);
     }
@@ -619,14 +655,32 @@ pub fn extract_to(
     }
     let mut output = PcapOutput::new(sink, resolution, snaplen, linktype)?;
     let pruning = Pruning::new(&request.selection, linktype);
-    let plans = PlanQueue::new(store, request.window, &pruning, &segments);
+    let isolated = isolated_segments(&segments);
+    let output_resolution = output.resolution;
     let request = &*request;
+    let prepare = |index: usize, ahead: bool| -> Result<Option<Prepared>> {
+        let Some(planned) = plan_segment(store, &segments[index], request.window, &pruning)? else {
+            return Ok(None);
+        };
+        if !ahead || !isolated[index] || planned.candidates.len() > EXTRACTED_AHEAD_CANDIDATES {
+            return Ok(Some(Prepared::Planned(Box::new(planned))));
+        }
+        Ok(Some(extract_ahead(planned, request, control, output_resolution)))
+    };
+    let plans = PlanQueue::new(segments.len(), prepare);
     std::thread::scope(|scope| {
         if segments.len() > 1 {
             scope.spawn(|| plans.plan_ahead(control));
         }
-        let _stop = plans.stop_on_drop();
-        merge(request, &segments, &plans, &mut output, &mut stats, control)
+        // Stops the planning thread however the merge ends.
+        struct Stop<'a, T: Send, F: Fn(usize, bool) -> Result<T> + Sync>(&'a PlanQueue<T, F>);
+        impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> Drop for Stop<'_, T, F> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let _stop = Stop(&plans);
+        merge(request, &segments, |index| plans.take(index), &mut output, &mut stats, control)
     })?;
     output.sink.finish().map_err(output_error)?;
     control.segments_done.store(control.segments_total.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -635,12 +689,77 @@ pub fn extract_to(
     Ok(stats)
 }
 
+/// Output bytes of a segment that the planning thread extracts ahead at
+/// most; a segment with more hands the rest to the merge.
+const EXTRACTED_AHEAD_BYTES: u64 = 1 << 20;
+
+/// Candidates of a segment that the planning thread extracts ahead at most.
+/// A segment with more, as in a broad extraction, is only planned: the merge
+/// copies its matches from the reader's buffer without checking each one,
+/// which costs less than extracting them into memory first.
+const EXTRACTED_AHEAD_CANDIDATES: u64 = 4096;
+
+/// A segment made ready for the merge.
+enum Prepared {
+    /// Planned; the merge reads it.
+    Planned(Box<PlannedSegment>),
+    /// Extracted ahead: a segment whose packets need no merge, because no
+    /// other segment of the window has a packet between its first and last
+    /// ones. `records` contains its first matches, in the output's format.
+    Extracted { records: Vec<u8>, candidates: u64, packets: u64, rest: Rest },
+}
+
+/// The remainder of a segment extracted ahead.
+enum Rest {
+    None,
+    /// Matches beyond [`EXTRACTED_AHEAD_BYTES`].
+    Stream(Box<SegmentStream>),
+    /// Reading failed after `records`.
+    Failed(Error),
+}
+
+/// Returns, per segment (sorted by first timestamp), whether no other
+/// segment has a packet between its first and last ones, both included.
+fn isolated_segments(segments: &[SegmentMeta]) -> Vec<bool> {
+    let mut latest_before: Option<u64> = None;
+    let mut isolated = Vec::with_capacity(segments.len());
+    for (index, meta) in segments.iter().enumerate() {
+        let after_previous = latest_before.is_none_or(|latest| latest < meta.min_ts_ns);
+        let before_next = segments.get(index + 1).is_none_or(|next| meta.max_ts_ns < next.min_ts_ns);
+        isolated.push(after_previous && before_next);
+        latest_before = Some(latest_before.map_or(meta.max_ts_ns, |latest| latest.max(meta.max_ts_ns)));
+    }
+    isolated
+}
+
+/// Extracts up to [`EXTRACTED_AHEAD_BYTES`] of an isolated segment's
+/// matches into memory, for the merge to copy out.
+fn extract_ahead(
+    planned: PlannedSegment,
+    request: &ExtractRequest,
+    control: &ExtractControl,
+    resolution: TsResolution,
+) -> Prepared {
+    let mut stats = ExtractStats::default();
+    let mut sink = WriteSink(Vec::new());
+    let mut output = PcapOutput::records_only(&mut sink, resolution);
+    let rest = match SegmentStream::new(planned, request, &mut stats, control) {
+        Ok(mut stream) => match stream.drain(request, &mut stats, control, &mut output, EXTRACTED_AHEAD_BYTES) {
+            Ok(true) => Rest::None,
+            Ok(false) => Rest::Stream(Box::new(stream)),
+            Err(err) => Rest::Failed(err),
+        },
+        Err(err) => Rest::Failed(err),
+    };
+    Prepared::Extracted { records: sink.0, candidates: stats.candidates, packets: stats.packets, rest }
+}
+
 /// Reads the planned segments and writes their matches to `output` in
 /// timestamp order, merging segments whose times overlap.
 fn merge(
     request: &ExtractRequest,
     segments: &[SegmentMeta],
-    plans: &PlanQueue<'_>,
+    take: impl Fn(usize) -> Result<Option<Prepared>>,
     output: &mut PcapOutput<'_>,
     stats: &mut ExtractStats,
     control: &ExtractControl,
@@ -658,9 +777,31 @@ fn merge(
                 break;
             }
             let (number, meta) = unopened.next().expect("peeked");
-            let Some(planned) = plans.take(number)? else {
-                control.segments_done.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let planned = match take(number)? {
+                None => {
+                    control.segments_done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Some(Prepared::Planned(planned)) => *planned,
+                Some(Prepared::Extracted { records, candidates, packets, rest }) => {
+                    // Only an isolated segment is extracted ahead, and the
+                    // merge opens it when every segment before it is done.
+                    debug_assert!(heap.is_empty(), "a segment extracted ahead overlaps another");
+                    stats.segments_read += 1;
+                    stats.candidates += candidates;
+                    stats.packets += packets;
+                    output.write_records(&records)?;
+                    output.report(stats, control);
+                    match rest {
+                        Rest::None => {}
+                        Rest::Stream(mut stream) => {
+                            stream.drain(request, stats, control, output, u64::MAX)?;
+                        }
+                        Rest::Failed(err) => return Err(err),
+                    }
+                    control.segments_done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             };
             stats.segments_read += 1;
             let mut stream = SegmentStream::new(planned, request, stats, control)?;
@@ -682,7 +823,7 @@ fn merge(
         // Alone, and before every segment not yet opened: no merge needed.
         let max_ts_ns = stream.planned.reader.meta().max_ts_ns;
         if heap.is_empty() && unopened.peek().is_none_or(|(_, meta)| meta.min_ts_ns > max_ts_ns) {
-            stream.drain(request, stats, control, output)?;
+            stream.drain(request, stats, control, output, u64::MAX)?;
             streams[index] = None;
             control.segments_done.fetch_add(1, Ordering::Relaxed);
             continue;

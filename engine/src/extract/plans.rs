@@ -38,7 +38,7 @@ impl Exact {
     }
 }
 
-/// What planning a segment needs of the selection. Unlike [`Selection`] it
+/// The part of the selection that planning a segment needs. Unlike [`Selection`] it
 /// can be shared with the planning thread: a libpcap program cannot, so a
 /// libpcap filter is represented by the index filter that prunes for it.
 pub(super) enum Pruning<'a> {
@@ -109,56 +109,53 @@ pub(super) fn plan_segment(
     Ok(Some(PlannedSegment { reader, candidates, exact }))
 }
 
-/// Segments planned ahead of the one being read. Each plan holds the
-/// segment's candidate bitmap and its open file.
+/// Segments prepared ahead of the one being read. Each contains the segment's
+/// candidate bitmap and its open file, and at most
+/// [`super::EXTRACTED_AHEAD_BYTES`] of its output.
 const PLANNED_AHEAD: usize = 16;
 
-/// Plans of the selected segments, handed to the reading thread in order.
+/// Segments prepared for the merge, handed to the reading thread in order.
 ///
 /// Planning reads only the index, and reading only the segment files. A
-/// second thread plans the segments ahead of the one being read, and the
-/// reading thread, when the plan it needs is still being made, plans a
-/// later segment instead of waiting. When planning is most of the work,
-/// as for a rare host, both threads plan.
-pub(super) struct PlanQueue<'s> {
-    store: &'s InterfaceStore,
-    window: TimeWindow,
-    pruning: &'s Pruning<'s>,
-    segments: &'s [SegmentMeta],
-    state: Mutex<QueueState>,
-    /// Signalled when a plan is stored while the reading thread waits.
+/// second thread prepares the segments ahead of the one being read, and the
+/// reading thread, when the segment it needs is still being prepared,
+/// prepares a later one instead of waiting. `prepare(index, ahead)` makes
+/// the item of segment `index`; `ahead` is false when the reading thread
+/// needs it at once.
+pub(super) struct PlanQueue<T, F> {
+    count: usize,
+    prepare: F,
+    state: Mutex<QueueState<T>>,
+    /// Signalled when an item is stored while the reading thread waits.
     stored: Condvar,
-    /// Signalled when the reading thread takes a plan or stops while the
+    /// Signalled when the reading thread takes an item or stops while the
     /// planning thread waits for room.
-    taken: Condvar,
+    room_freed: Condvar,
 }
 
 /// The shared state of a [`PlanQueue`].
-struct QueueState {
-    /// Plans made and not yet taken, by segment index.
-    plans: Vec<Option<Result<Option<PlannedSegment>>>>,
-    /// Index of the first segment that no thread has started to plan.
+struct QueueState<T> {
+    /// Items prepared and not yet taken, by segment index.
+    items: Vec<Option<Result<T>>>,
+    /// Index of the first segment that no thread has started to prepare.
     next: usize,
-    /// Number of plans the reading thread has taken.
+    /// Number of items the reading thread has taken.
     taken: usize,
     reader_waits: bool,
     planner_waits: bool,
-    /// Set when the reading thread stops or the planning thread ends.
+    /// Set when the reading thread stops.
     stopped: bool,
+    /// Set when the planning thread ends.
     planner_gone: bool,
 }
 
-impl<'s> PlanQueue<'s> {
-    pub(super) fn new(
-        store: &'s InterfaceStore,
-        window: TimeWindow,
-        pruning: &'s Pruning<'s>,
-        segments: &'s [SegmentMeta],
-    ) -> PlanQueue<'s> {
-        let mut plans = Vec::new();
-        plans.resize_with(segments.len(), || None);
+impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> PlanQueue<T, F> {
+    /// Returns the queue of `count` segments.
+    pub(super) fn new(count: usize, prepare: F) -> PlanQueue<T, F> {
+        let mut items = Vec::new();
+        items.resize_with(count, || None);
         let state = QueueState {
-            plans,
+            items,
             next: 0,
             taken: 0,
             reader_waits: false,
@@ -166,98 +163,86 @@ impl<'s> PlanQueue<'s> {
             stopped: false,
             planner_gone: false,
         };
-        PlanQueue {
-            store,
-            window,
-            pruning,
-            segments,
-            state: Mutex::new(state),
-            stored: Condvar::new(),
-            taken: Condvar::new(),
-        }
+        PlanQueue { count, prepare, state: Mutex::new(state), stored: Condvar::new(), room_freed: Condvar::new() }
     }
 
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn plan(&self, index: usize) -> Result<Option<PlannedSegment>> {
-        plan_segment(self.store, &self.segments[index], self.window, self.pruning)
-    }
-
-    /// Plans segments ahead of the reading thread until every segment is
-    /// planned, the reading thread stops or the extraction is cancelled.
+    /// Prepares segments ahead of the reading thread until every segment is
+    /// prepared, the reading thread stops or the extraction is cancelled.
     pub(super) fn plan_ahead(&self, control: &ExtractControl) {
         // Marks the planning thread gone however it ends, unwinding
-        // included; the reading thread then plans what it left unplanned.
-        struct Gone<'a, 's>(&'a PlanQueue<'s>);
-        impl Drop for Gone<'_, '_> {
+        // included; the reading thread then prepares what it left.
+        struct MarkPlannerGone<'a, T, F: Fn(usize, bool) -> Result<T> + Sync>(&'a PlanQueue<T, F>);
+        impl<T, F: Fn(usize, bool) -> Result<T> + Sync> Drop for MarkPlannerGone<'_, T, F> {
             fn drop(&mut self) {
-                let mut state = self.0.lock();
+                let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.planner_gone = true;
                 if state.reader_waits {
                     self.0.stored.notify_one();
                 }
             }
         }
-        let _gone = Gone(self);
+        let _mark = MarkPlannerGone(self);
         loop {
             let index = {
                 let mut state = self.lock();
                 loop {
-                    if state.stopped || state.next == self.segments.len() || control.is_cancelled() {
+                    if state.stopped || state.next == self.count || control.is_cancelled() {
                         return;
                     }
                     if state.next < state.taken + PLANNED_AHEAD {
                         break;
                     }
                     state.planner_waits = true;
-                    state = self.taken.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    state = self.room_freed.wait(state).unwrap_or_else(PoisonError::into_inner);
                     state.planner_waits = false;
                 }
                 state.next += 1;
                 state.next - 1
             };
-            let plan = self.plan(index);
+            let item = (self.prepare)(index, true);
             let mut state = self.lock();
-            state.plans[index] = Some(plan);
+            state.items[index] = Some(item);
             if state.reader_waits {
                 self.stored.notify_one();
             }
         }
     }
 
-    /// Returns the plan of segment `index`. The reading thread takes the
-    /// plans in segment order, each once.
-    pub(super) fn take(&self, index: usize) -> Result<Option<PlannedSegment>> {
+    /// Returns the item of segment `index`. The reading thread takes the
+    /// items in segment order, each once.
+    pub(super) fn take(&self, index: usize) -> Result<T> {
         let mut state = self.lock();
         loop {
-            if let Some(plan) = state.plans[index].take() {
+            if let Some(item) = state.items[index].take() {
                 state.taken = index + 1;
                 if state.planner_waits {
-                    self.taken.notify_one();
+                    self.room_freed.notify_one();
                 }
-                return plan;
+                return item;
             }
             // Not started, or abandoned by a planning thread that ended
-            // while planning it: planned here.
+            // while preparing it: prepared here.
             if state.next <= index || state.planner_gone {
                 state.next = state.next.max(index + 1);
                 state.taken = index + 1;
                 if state.planner_waits {
-                    self.taken.notify_one();
+                    self.room_freed.notify_one();
                 }
                 drop(state);
-                return self.plan(index);
+                return (self.prepare)(index, false);
             }
-            // The planning thread is planning it: plan a later segment meanwhile.
-            if state.next < self.segments.len() && state.next < index + PLANNED_AHEAD {
+            // The planning thread is preparing it: prepare a later segment meanwhile.
+            if state.next < self.count && state.next < index + PLANNED_AHEAD {
                 let later = state.next;
                 state.next += 1;
                 drop(state);
-                let plan = self.plan(later);
+                let item = (self.prepare)(later, true);
                 state = self.lock();
-                state.plans[later] = Some(plan);
+                state.items[later] = Some(item);
                 continue;
             }
             state.reader_waits = true;
@@ -266,23 +251,13 @@ impl<'s> PlanQueue<'s> {
         }
     }
 
-    /// Returns a guard that stops the planning thread when dropped: the
-    /// reading thread holds it, so that the planning thread also stops when
-    /// the reading thread fails or unwinds.
-    pub(super) fn stop_on_drop(&self) -> StopPlanning<'_, 's> {
-        StopPlanning(self)
-    }
-}
-
-/// Stops the planning of a [`PlanQueue`] when dropped.
-pub(super) struct StopPlanning<'a, 's>(&'a PlanQueue<'s>);
-
-impl Drop for StopPlanning<'_, '_> {
-    fn drop(&mut self) {
-        let mut state = self.0.lock();
+    /// Stops the planning thread. The reading thread calls it when it ends,
+    /// also when it fails or unwinds, from a guard.
+    pub(super) fn stop(&self) {
+        let mut state = self.lock();
         state.stopped = true;
         if state.planner_waits {
-            self.0.taken.notify_one();
+            self.room_freed.notify_one();
         }
     }
 }

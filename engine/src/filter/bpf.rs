@@ -75,6 +75,11 @@ pub struct BpfFilter {
     programs: HashMap<u32, pcap::BpfProgram>,
 }
 
+// SAFETY: shared access only reads the compiled programs: `matches` passes
+// their instructions to libpcap's `bpf_filter`, which reads them and the
+// packet and writes nothing. Compiling and freeing take `&mut self` or `self`.
+unsafe impl Sync for BpfFilter {}
+
 impl std::fmt::Debug for BpfFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let linktypes: Vec<&u32> = self.programs.keys().collect();
