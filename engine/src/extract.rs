@@ -741,7 +741,12 @@ fn extract_ahead(
     resolution: TsResolution,
 ) -> Prepared {
     let mut stats = ExtractStats::default();
-    let mut sink = WriteSink(Vec::new());
+    // Room for every candidate at the segment's mean record size, so that
+    // the buffer is seldom moved while it grows.
+    let meta = planned.reader.meta();
+    let mean_record = meta.file_bytes / meta.packets.max(1);
+    let expected = planned.candidates.len().saturating_mul(mean_record).min(EXTRACTED_AHEAD_BYTES);
+    let mut sink = WriteSink(Vec::with_capacity(expected as usize));
     let mut output = PcapOutput::records_only(&mut sink, resolution);
     let rest = match SegmentStream::new(planned, request, &mut stats, control) {
         Ok(mut stream) => match stream.drain(request, &mut stats, control, &mut output, EXTRACTED_AHEAD_BYTES) {
