@@ -376,7 +376,14 @@ impl SegmentStream {
                 pending = 0;
             }
             stats.candidates += 1;
-            let (header, data) = self.planned.reader.packet(packet)?;
+            let (header, data) = match self.planned.reader.packet(packet) {
+                Ok(record) => record,
+                Err(err) => {
+                    // The matches before a damaged record are whole: written first.
+                    output.write_runs(self.planned.reader.buffer(), &runs)?;
+                    return Err(err);
+                }
+            };
             let ts_ns = header.ts_ns(resolution);
             if ts_ns >= request.window.end_ns && monotonic {
                 break;
@@ -428,7 +435,14 @@ impl SegmentStream {
                 output.write_runs(reader.buffer(), &runs)?;
                 runs.clear();
             }
-            let collected = reader.collect_runs(&mut next, &mut self.next, &mut runs, MAX_RUNS_PER_WRITE)?;
+            let collected = match reader.collect_runs(&mut next, &mut self.next, &mut runs, MAX_RUNS_PER_WRITE) {
+                Ok(collected) => collected,
+                Err(err) => {
+                    // The records collected before a damaged one are whole: written first.
+                    output.write_runs(reader.buffer(), &runs)?;
+                    return Err(err);
+                }
+            };
             stats.candidates += collected;
             stats.packets += collected;
             output.report(stats, control);

@@ -283,6 +283,9 @@ pub struct SegmentReader {
     /// `buffer`. Extraction reads a match twice (once to check it, once to
     /// copy it), and without this the second read would reload the group.
     last: Option<(u32, RecordHeader, usize, usize)>,
+    /// File size, when the last read ended there before the bytes the
+    /// index places in the segment: the file was cut short.
+    cut_at: Option<u64>,
 }
 
 impl SegmentReader {
@@ -293,8 +296,8 @@ impl SegmentReader {
             if source.kind() == std::io::ErrorKind::NotFound {
                 Error::DamagedSegment {
                     path: path.clone(),
-                    reason: "the file was deleted, most likely by retention, after the extraction started; \
-                             the output ends before this segment, so run the extraction again"
+                    reason: "the file is missing; when retention deleted it after the extraction started, \
+                             running the extraction again reads the segments that remain"
                         .into(),
                 }
             } else {
@@ -327,6 +330,7 @@ impl SegmentReader {
             filled: 0,
             cursor: (0, 0),
             last: None,
+            cut_at: None,
         })
     }
 
@@ -337,6 +341,19 @@ impl SegmentReader {
 
     fn damaged(&self, reason: String) -> Error {
         Error::DamagedSegment { path: self.path.clone(), reason }
+    }
+
+    /// Returns the error for a record that does not lie whole in the bytes
+    /// read, with the file size when the file was cut short.
+    fn record_outside(&self, reason: String) -> Error {
+        match self.cut_at {
+            Some(size) => self.damaged(format!(
+                "{reason}: the file ends at byte {size}, and the index expects {} bytes; \
+                 the records before that point were read",
+                self.meta.file_bytes
+            )),
+            None => self.damaged(reason),
+        }
     }
 
     fn group_start(&mut self, group: u32) -> Result<u64> {
@@ -388,11 +405,24 @@ impl SegmentReader {
         self.loaded = None;
         self.last = None;
         self.filled = 0;
-        self.file.read_exact_at(&mut self.buffer[..length], start).map_err(|err| Error::DamagedSegment {
-            path: self.path.clone(),
-            reason: format!("cannot read bytes {start}..{end}: {err}"),
-        })?;
-        self.filled = length;
+        // A file cut short ends within the block: its whole records before
+        // the cut are still returned, and the first record past it fails.
+        let mut filled = 0;
+        while filled < length {
+            match self.file.read_at(&mut self.buffer[filled..length], start + filled as u64) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(Error::DamagedSegment {
+                        path: self.path.clone(),
+                        reason: format!("cannot read bytes {start}..{end}: {err}"),
+                    })
+                }
+            }
+        }
+        self.cut_at = (filled < length).then_some(start + filled as u64);
+        self.filled = filled;
         self.loaded = Some((group, last));
         self.cursor = (group * PACKETS_PER_GROUP, 0);
         self.last = None;
@@ -490,7 +520,7 @@ impl SegmentReader {
         };
 
         self.cursor = (number, offset);
-        outcome.map_err(|reason| self.damaged(reason))?;
+        outcome.map_err(|reason| self.record_outside(reason))?;
         Ok(collected)
     }
 
@@ -515,15 +545,16 @@ impl SegmentReader {
             let (number, offset) = self.cursor;
             let Some(header_bytes) = self.buffer[..self.filled].get(offset..offset + RECORD_HEADER_BYTES as usize)
             else {
-                return Err(self.damaged(format!("record {number} starts past the end of its group")));
+                return Err(self.record_outside(format!("record {number} starts past the end of its group")));
             };
             let header = RecordHeader::parse(header_bytes);
             let data_start = offset + RECORD_HEADER_BYTES as usize;
             let data_end = data_start + header.caplen as usize;
             if data_end > self.filled {
-                return Err(
-                    self.damaged(format!("record {number} of {} bytes runs past the end of its group", header.caplen))
-                );
+                return Err(self.record_outside(format!(
+                    "record {number} of {} bytes runs past the end of its group",
+                    header.caplen
+                )));
             }
             self.cursor = (number + 1, data_end);
             if number == packet {
