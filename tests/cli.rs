@@ -1161,3 +1161,49 @@ fn extract_mixed_linktypes_is_an_error() {
     assert!(stderr.contains("no packets of linktype 99"), "stderr: {stderr}");
     assert!(stderr.contains("linktype 1 in"), "stderr: {stderr}");
 }
+
+/// SIGINT stops an extraction into a file and removes the partial file, so
+/// that no file holds a cut pcap. The extraction of 100 MB must still be
+/// running when the signal comes; when it finished first, the case runs again.
+#[test]
+fn interrupted_extraction_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("trace.pcap");
+    let generator = pktvault_bin().with_file_name("pktvault-gen");
+    let status =
+        Command::new(generator).args(["--bytes", "100M", "-w"]).arg(&trace).status().expect("run pktvault-gen");
+    assert!(status.success(), "pktvault-gen failed");
+    let data_dir = dir.path().join("data");
+    import(&data_dir, &[&trace]);
+    let output_file = dir.path().join("out.pcap");
+    let partial = dir.path().join("out.pcap.partial");
+    for _ in 0..3 {
+        let child = Command::new(pktvault_bin())
+            .args(["extract", "--data-dir", &path_arg(&data_dir), "--begin", "0", "--end", "4000000000", "-w"])
+            .arg(&output_file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pktvault extract");
+        // The partial file appears after the signal handlers are installed.
+        let mut waited = Duration::ZERO;
+        while fs::metadata(&partial).map(|meta| meta.len()).unwrap_or(0) == 0 && !output_file.exists() {
+            assert!(waited < Duration::from_secs(20), "the extraction wrote nothing in 20 s");
+            std::thread::sleep(Duration::from_millis(1));
+            waited += Duration::from_millis(1);
+        }
+        let signal = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("run kill");
+        assert!(signal.success());
+        let output = child.wait_with_output().expect("wait for pktvault extract");
+        let stderr = stderr_text(&output);
+        if output.status.code() == Some(0) {
+            fs::remove_file(&output_file).expect("remove the finished output");
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("interrupted;"), "{stderr}");
+        assert!(!partial.exists(), "the partial file is left: {stderr}");
+        assert!(!output_file.exists(), "a cut output was renamed into place: {stderr}");
+        return;
+    }
+    panic!("the extraction finished before SIGINT three times");
+}

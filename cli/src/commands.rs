@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use pktvault_engine::extract::{extract as run_extract, ExtractError, ExtractOutcomeError, ExtractRequest, Selection};
+use pktvault_engine::extract::{
+    extract_to, ExtractControl, ExtractError, ExtractOutcomeError, ExtractRequest, Selection, WriteSink,
+};
 use pktvault_engine::filter::bpf::BpfFilter;
 use pktvault_engine::filter::parse;
 use pktvault_engine::ingest::{Ingester, SegmentLimits};
@@ -67,12 +69,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut ingester = Ingester::new(store, limits)?.with_retention(retention)?;
     // The first SIGINT or SIGTERM stops the import after the packet being
     // read and seals what was read. A second one ends the process at once.
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
-        signal_hook::flag::register_conditional_shutdown(signal, status, Arc::clone(&interrupt))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupt)))
-            .context("cannot install the signal handler")?;
-    }
+    let interrupt = interrupt_flag()?;
     ingester.interrupt_on(Arc::clone(&interrupt));
     let mut failed = 0usize;
     let mut completed = 0usize;
@@ -251,6 +248,18 @@ impl Destination {
     }
 }
 
+/// Returns a flag that the first SIGINT or SIGTERM sets. A second signal
+/// ends the process at once, with status 130 or 143.
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
+        signal_hook::flag::register_conditional_shutdown(signal, status, Arc::clone(&interrupt))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupt)))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(interrupt)
+}
+
 pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let begin_ns = parse_time(&args.begin).map_err(|err| anyhow::anyhow!("--begin: {err}"))?;
     let end_ns = parse_time(&args.end).map_err(|err| anyhow::anyhow!("--end: {err}"))?;
@@ -276,8 +285,11 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     };
     let store = InterfaceStore::open_read_only(&args.location.data_dir, args.location.ifid)?;
     let mut request = ExtractRequest { window: TimeWindow { begin_ns, end_ns }, selection, linktype: args.linktype };
+    // The first SIGINT or SIGTERM stops the extraction at its next packet,
+    // and a partial output file is removed. A second one ends the process at once.
+    let control = ExtractControl::cancelled_by(interrupt_flag()?);
     let (destination, output) = Destination::open(&args.write)?;
-    match run_extract(&store, &mut request, output) {
+    match extract_to(&store, &mut request, &mut WriteSink(output), &control) {
         Ok(stats) => {
             destination.commit()?;
             for linktype in &stats.undecoded_linktypes {
@@ -311,6 +323,16 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
             if err.kind() == std::io::ErrorKind::BrokenPipe =>
         {
             Ok(ExitCode::SUCCESS)
+        }
+        Err(ExtractOutcomeError::Engine(pktvault_engine::Error::Cancelled)) => {
+            destination.discard();
+            let written = match &destination {
+                Destination::File { path, .. } => format!("{} was not written", path.display()),
+                _ => format!("the output ends after {} packets", control.packets()),
+            };
+            eprintln!("pktvault: interrupted; {written}");
+            // As a shell reports a process that SIGINT ended.
+            Ok(ExitCode::from(130))
         }
         Err(ExtractOutcomeError::Engine(err)) => {
             destination.discard();

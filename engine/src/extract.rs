@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pktvault_schema::time::{format_epoch_ns, TimeWindow, NANOS_PER_SEC};
 use pktvault_schema::{SegmentMeta, TsResolution};
@@ -61,7 +62,7 @@ pub struct ExtractStats {
 /// read, and a flag that stops the extraction at the next candidate packet.
 #[derive(Debug, Default)]
 pub struct ExtractControl {
-    cancelled: AtomicBool,
+    cancelled: Arc<AtomicBool>,
     segments_total: AtomicU64,
     segments_done: AtomicU64,
     packets: AtomicU64,
@@ -69,6 +70,12 @@ pub struct ExtractControl {
 }
 
 impl ExtractControl {
+    /// Returns a control whose extraction stops when `flag` is set, for
+    /// example by a signal handler.
+    pub fn cancelled_by(flag: Arc<AtomicBool>) -> ExtractControl {
+        ExtractControl { cancelled: flag, ..ExtractControl::default() }
+    }
+
     /// Asks the extraction to stop; it returns [`Error::Cancelled`].
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
