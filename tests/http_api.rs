@@ -1148,3 +1148,60 @@ fn openapi_document_matches_served_routes() {
     }
     assert!(walked.len() >= 17, "only {} operations were walked", walked.len());
 }
+
+/// Reads a response until the server closes the connection, and returns its
+/// body: the chunks received whole, without the ones the break cut.
+fn read_chunked_until_close(mut stream: TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 64 << 10];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => raw.extend_from_slice(&buffer[..read]),
+        }
+    }
+    let head_end = raw.windows(4).position(|window| window == b"\r\n\r\n").expect("response headers") + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let mut rest = &raw[head_end..];
+    let mut body = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|window| window == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+        let data = &rest[line_end + 2..];
+        if size == 0 || data.len() < size + 2 {
+            break;
+        }
+        body.extend_from_slice(&data[..size]);
+        rest = &data[size + 2..];
+    }
+    body
+}
+
+/// A segment file cut short in the middle of the window: the response
+/// carries the matches before the cut, as the CLI writes them to standard
+/// output, then breaks instead of ending as a complete pcap.
+#[test]
+fn truncated_segment_body_keeps_whole_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let segments = common::import_one_second_segments(dir.path(), &corpus(TLS));
+    assert!(segments >= 3, "{segments} table files; the case needs several segments");
+    let pcap_dir = dir.path().join("0").join("pcap");
+    let mut files: Vec<_> = std::fs::read_dir(&pcap_dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.sort();
+    let cut = &files[files.len() / 2];
+    let size = std::fs::metadata(cut).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(cut).unwrap().set_len(size / 2).unwrap();
+
+    let data = dir.path().to_str().unwrap();
+    let cli = pktvault(&["extract", "--data-dir", data, "--begin", TLS_BEGIN, "--end", TLS_END, "-w", "-"]);
+    assert_eq!(cli.status.code(), Some(2), "{}", String::from_utf8_lossy(&cli.stderr));
+    let (_, cli_packets) = common::read_pcap(&cli.stdout);
+    assert!(!cli_packets.is_empty(), "the CLI wrote no packet before the cut");
+
+    with_user(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    let stream = open_stream(&server, &format!("/api/v1/interfaces/0/pcap?begin={TLS_BEGIN}&end={TLS_END}"));
+    let body = read_chunked_until_close(stream);
+    assert_eq!(body.len(), cli.stdout.len(), "the body and the CLI's output differ in length");
+    assert!(body == cli.stdout, "the body differs from the CLI's output");
+}

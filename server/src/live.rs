@@ -222,6 +222,14 @@ pub async fn live_extraction(
             let mut request = ExtractRequest { window, selection, linktype };
             let result = extract_to(&store, &mut request, &mut sink, &control);
             header_sent = sink.started.is_none();
+            if let Err(ExtractOutcomeError::Engine(err)) = &result {
+                if !matches!(err, Error::Cancelled) {
+                    // The buffered records precede the failure and are whole,
+                    // so they are sent, as the CLI writes them, before the
+                    // error breaks the body.
+                    let _ = sink.send();
+                }
+            }
             result
         })();
         let counter = match &result {
