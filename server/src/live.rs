@@ -227,6 +227,8 @@ pub async fn live_extraction(
                     // The buffered records precede the failure and are whole,
                     // so they are sent, as the CLI writes them, before the
                     // error breaks the body.
+                    // NOTE: hyper may drop chunks still in its write buffer
+                    // when the body fails, so a client can get fewer of them.
                     let _ = sink.send();
                 }
             }
