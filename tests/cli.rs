@@ -1163,7 +1163,7 @@ fn extract_mixed_linktypes_is_an_error() {
 }
 
 /// SIGINT stops an extraction into a file and removes the partial file, so
-/// that no file holds a cut pcap. The extraction of 100 MB must still be
+/// that no file contains a cut pcap. The extraction of 100 MB must still be
 /// running when the signal comes; when it finished first, the case runs again.
 #[test]
 fn interrupted_extraction_leaves_no_file() {

@@ -426,14 +426,21 @@ fn alternating_protocols_match_scan() {
     let base = u64::from(BASE_SECS) * 1_000_000_000;
     let whole = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
     let cut = TimeWindow { begin_ns: base + 700_500_000, end_ns: base + 2_200_250_000 };
-    for text in ["tcp", "udp", "ip", "host 192.0.2.1", "tcp and host 192.0.2.2", "port 53 or port 443"] {
+    let filters = ["tcp", "udp", "ip", "host 192.0.2.1", "tcp and host 192.0.2.2", "port 53 or port 443"];
+    check_filters_match_scan(&recorded, &filters, &[whole, cut], "");
+}
+
+/// Checks that each filter selects some packets in each window, and that
+/// the indexed extraction returns exactly what a scan returns.
+fn check_filters_match_scan(recorded: &Recorded, filters: &[&str], windows: &[TimeWindow], context: &str) {
+    for text in filters {
         let expr = parse(text).unwrap();
-        for window in [whole, cut] {
-            let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
-            assert!(!expected.is_empty(), "{text} selects nothing, so the case checks nothing");
+        for &window in windows {
+            let expected = scanned(recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
+            assert!(!expected.is_empty(), "{text} selects nothing{context}, so the case checks nothing");
             let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
-            assert_eq!(actual.len(), expected.len(), "filter {text}");
-            assert!(actual == expected, "filter {text} selects the same number of packets but different ones");
+            assert_eq!(actual.len(), expected.len(), "filter {text}{context}");
+            assert!(actual == expected, "filter {text}{context} selects the same number of packets but different ones");
         }
     }
 }
@@ -464,16 +471,8 @@ fn many_segments_match_scan() {
         let base = u64::from(BASE_SECS) * 1_000_000_000;
         let whole = TimeWindow { begin_ns: base, end_ns: base + 3_600 * 1_000_000_000 };
         let cut = TimeWindow { begin_ns: base + 1_234_000_000, end_ns: base + 2_345_000_000 };
-        for text in ["host 192.0.2.2", "host 198.51.100.1", "udp and port 53", "tcp", "not host 192.0.2.2"] {
-            let expr = parse(text).unwrap();
-            for window in [whole, cut] {
-                let expected = scanned(&recorded, window, |data, wire_len| matches(&expr, &decode(1, data, wire_len)));
-                assert!(!expected.is_empty(), "{text} selects nothing, so the case checks nothing");
-                let actual = extracted(&recorded.store, window, Selection::Native(expr.clone()));
-                assert_eq!(actual.len(), expected.len(), "filter {text}, overlapping {overlapping}");
-                assert!(actual == expected, "filter {text}, overlapping {overlapping}: different packets");
-            }
-        }
+        let filters = ["host 192.0.2.2", "host 198.51.100.1", "udp and port 53", "tcp", "not host 192.0.2.2"];
+        check_filters_match_scan(&recorded, &filters, &[whole, cut], &format!(", overlapping {overlapping}"));
     }
 }
 

@@ -693,14 +693,7 @@ pub fn extract_to(
         if segments.len() > 1 {
             scope.spawn(|| plans.plan_ahead(control));
         }
-        // Stops the planning thread however the merge ends.
-        struct Stop<'a, T: Send, F: Fn(usize, bool) -> Result<T> + Sync>(&'a PlanQueue<T, F>);
-        impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> Drop for Stop<'_, T, F> {
-            fn drop(&mut self) {
-                self.0.stop();
-            }
-        }
-        let _stop = Stop(&plans);
+        let _stop = plans.stop_on_drop();
         merge(request, &segments, |index| plans.take(index), &mut output, &mut stats, control)
     })?;
     output.sink.finish().map_err(output_error)?;

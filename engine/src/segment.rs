@@ -348,8 +348,8 @@ impl SegmentReader {
     fn record_outside(&self, reason: String) -> Error {
         match self.cut_at {
             Some(size) => self.damaged(format!(
-                "{reason}: the file ends at byte {size}, and the index expects {} bytes; \
-                 the records before that point were read",
+                "{reason}: the file ends at byte {size} but the index expects {} bytes, \
+                 so the file was cut short after it was indexed",
                 self.meta.file_bytes
             )),
             None => self.damaged(reason),

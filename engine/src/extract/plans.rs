@@ -38,9 +38,9 @@ impl Exact {
     }
 }
 
-/// The part of the selection that planning a segment needs. Unlike [`Selection`] it
-/// can be shared with the planning thread: a libpcap program cannot, so a
-/// libpcap filter is represented by the index filter that prunes for it.
+/// The part of the selection that planning a segment needs. A libpcap
+/// filter is represented by the index filter that prunes for it, derived
+/// once per extraction instead of once per segment.
 pub(super) enum Pruning<'a> {
     All,
     Native(&'a Expr),
@@ -140,7 +140,7 @@ struct QueueState<T> {
     /// Index of the first segment that no thread has started to prepare.
     next: usize,
     /// Number of items the reading thread has taken.
-    taken: usize,
+    items_taken: usize,
     reader_waits: bool,
     planner_waits: bool,
     /// Set when the reading thread stops.
@@ -157,7 +157,7 @@ impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> PlanQueue<T, F> {
         let state = QueueState {
             items,
             next: 0,
-            taken: 0,
+            items_taken: 0,
             reader_waits: false,
             planner_waits: false,
             stopped: false,
@@ -193,7 +193,7 @@ impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> PlanQueue<T, F> {
                     if state.stopped || state.next == self.count || control.is_cancelled() {
                         return;
                     }
-                    if state.next < state.taken + PLANNED_AHEAD {
+                    if state.next < state.items_taken + PLANNED_AHEAD {
                         break;
                     }
                     state.planner_waits = true;
@@ -218,7 +218,7 @@ impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> PlanQueue<T, F> {
         let mut state = self.lock();
         loop {
             if let Some(item) = state.items[index].take() {
-                state.taken = index + 1;
+                state.items_taken = index + 1;
                 if state.planner_waits {
                     self.room_freed.notify_one();
                 }
@@ -228,7 +228,7 @@ impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> PlanQueue<T, F> {
             // while preparing it: prepared here.
             if state.next <= index || state.planner_gone {
                 state.next = state.next.max(index + 1);
-                state.taken = index + 1;
+                state.items_taken = index + 1;
                 if state.planner_waits {
                     self.room_freed.notify_one();
                 }
@@ -251,13 +251,23 @@ impl<T: Send, F: Fn(usize, bool) -> Result<T> + Sync> PlanQueue<T, F> {
         }
     }
 
-    /// Stops the planning thread. The reading thread calls it when it ends,
-    /// also when it fails or unwinds, from a guard.
-    pub(super) fn stop(&self) {
-        let mut state = self.lock();
+    /// Returns a guard that stops the planning thread when dropped. The
+    /// reading thread keeps it, so the planning thread also stops when the
+    /// reading thread fails or unwinds.
+    pub(super) fn stop_on_drop(&self) -> StopOnDrop<'_, T, F> {
+        StopOnDrop(self)
+    }
+}
+
+/// Stops the planning thread of a [`PlanQueue`] when dropped.
+pub(super) struct StopOnDrop<'a, T, F: Fn(usize, bool) -> Result<T> + Sync>(&'a PlanQueue<T, F>);
+
+impl<T, F: Fn(usize, bool) -> Result<T> + Sync> Drop for StopOnDrop<'_, T, F> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.stopped = true;
         if state.planner_waits {
-            self.room_freed.notify_one();
+            self.0.room_freed.notify_one();
         }
     }
 }
