@@ -435,6 +435,18 @@ fn empty_and_uncovered_windows() {
         expect_error(get(&server, "/api/v1/interfaces/0/pcap?begin=1500000000&end=1500000060"), 404, "no_data");
     assert!(message.contains("1609829736.669007000"), "{message}");
     assert!(message.contains("1609829882.471134000"), "{message}");
+    expect_error(
+        get(&server, "/api/v1/interfaces/0/pcap?begin=0&end=1800000000&filter=hst%2010.0.0.1"),
+        400,
+        "invalid_filter",
+    );
+    let stats = wait_no_live_extraction(&server, "after the answers");
+    let counted = ["started", "completed", "rejected", "failed"].map(|counter| stats[counter].as_u64());
+    assert_eq!(
+        counted,
+        [3, 1, 2, 0].map(Some),
+        "the requests a client can correct are not counted as rejected: {stats}"
+    );
 }
 
 #[test]
@@ -722,6 +734,31 @@ fn serve_logs_its_stop_on_sigterm() {
     let stderr = server.stderr();
     assert!(stderr.contains("SIGTERM received; stopping"), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
+fn download_cut_off_by_a_stop_is_logged_as_the_servers() {
+    let dir = data_dir_linking(large_data());
+    with_user(dir.path());
+    let mut server = Server::start(dir.path(), &[]);
+    let mut stream = open_stream(&server, "/api/v1/interfaces/0/pcap?begin=0&end=1800000000");
+    let mut first = vec![0u8; 1024];
+    stream.read_exact(&mut first).expect("the first KB");
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    let pid = libc::pid_t::try_from(server.child.id()).expect("pid fits in pid_t");
+    // SAFETY: kill(2) with the pid of a child this test started and has not reaped yet.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "kill({pid}, SIGTERM) failed: {}", std::io::Error::last_os_error());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().expect("poll pktvault serve").is_none() {
+        assert!(Instant::now() < deadline, "pktvault serve did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stream);
+    let stderr = server.stderr();
+    assert!(stderr.contains("stopped with downloads still open"), "{stderr}");
+    assert!(stderr.contains("live extraction stopped: the server is stopping"), "{stderr}");
+    assert!(!stderr.contains("the client closed the connection"), "{stderr}");
 }
 
 #[test]
@@ -1064,8 +1101,10 @@ fn head_request_stops_after_headers() {
     assert_eq!(head.headers()["content-type"], "application/vnd.tcpdump.pcap");
     assert!(head.headers().contains_key("x-pktvault-coverage-begin"), "{:?}", head.headers());
     let stats = wait_no_live_extraction(&server, "after the HEAD response");
-    assert_eq!(stats["completed"], 1, "{stats}");
-    assert_eq!(stats["cancelled_by_client"], 0, "{stats}");
+    assert_eq!(stats["head_requests"], 1, "{stats}");
+    for counter in ["started", "completed", "cancelled_by_client", "rejected", "failed"] {
+        assert_eq!(stats[counter], 0, "a HEAD request counted as an extraction: {stats}");
+    }
     assert_eq!(stats["bytes_sent"], 0, "bytes were produced for a HEAD request: {stats}");
     let stderr = server.stderr();
     assert!(!stderr.contains("live extraction stopped"), "a HEAD request is logged as a client that left: {stderr}");

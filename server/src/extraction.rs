@@ -54,6 +54,18 @@ pub fn engine_error(err: Error) -> ApiError {
     }
 }
 
+/// Returns whether `err` is a request the client can correct, answered with
+/// a 4xx status by [`outcome_error`], rather than a failure of the server.
+pub fn is_request_error(err: &ExtractOutcomeError) -> bool {
+    match err {
+        ExtractOutcomeError::Empty(_) => true,
+        ExtractOutcomeError::Engine(err) => matches!(
+            err,
+            Error::Filter(_) | Error::BpfCompile { .. } | Error::InvalidRequest(_) | Error::NoInterface { .. }
+        ),
+    }
+}
+
 /// Maps the error of an extraction that wrote nothing to an error response.
 pub fn outcome_error(err: ExtractOutcomeError) -> ApiError {
     match err {

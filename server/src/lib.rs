@@ -120,6 +120,11 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let state = self.state;
         tokio::spawn(Arc::clone(&state.jobs).run_scheduler());
+        let live = Arc::clone(&state.live);
+        let shutdown = async move {
+            shutdown.await;
+            live.server_stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
         let filter = warp::any()
             .map(move || Arc::clone(&state))
             .and(warp::method())

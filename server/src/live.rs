@@ -6,7 +6,7 @@
 //! the channel closes and the extraction is cancelled at its next packet.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use warp::http::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use warp::reply::{Reply, Response};
 
 use crate::error::ApiError;
-use crate::extraction::{coverage, file_time, outcome_error, selection, Coverage};
+use crate::extraction::{coverage, file_time, is_request_error, outcome_error, selection, Coverage};
 use crate::params::ExtractionParams;
 use crate::stores::Stores;
 
@@ -38,7 +38,8 @@ const CHANNEL_CHUNKS: usize = 4;
 /// the client while the extraction goes on.
 const CHUNK_DELAY: Duration = Duration::from_millis(50);
 
-/// Counters of live extractions since the server started.
+/// Counters of live extractions since the server started. A HEAD request
+/// extracts nothing and counts only in `head_requests`.
 #[derive(Debug, Default, Serialize)]
 pub struct LiveCounters {
     pub active: AtomicU64,
@@ -46,8 +47,17 @@ pub struct LiveCounters {
     pub completed: AtomicU64,
     /// Stopped because the client went away.
     pub cancelled: AtomicU64,
+    /// Answered with a client error, such as a window without data or a
+    /// filter that does not parse.
+    pub rejected: AtomicU64,
+    /// Ended by a failure of the server, such as a damaged segment.
     pub failed: AtomicU64,
+    pub head_requests: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Set once the server stops taking requests; the downloads it then
+    /// ends are not the clients' doing.
+    #[serde(skip)]
+    pub server_stopping: AtomicBool,
 }
 
 impl LiveCounters {
@@ -58,7 +68,9 @@ impl LiveCounters {
             "started": get(&self.started),
             "completed": get(&self.completed),
             "cancelled_by_client": get(&self.cancelled),
+            "rejected": get(&self.rejected),
             "failed": get(&self.failed),
+            "head_requests": get(&self.head_requests),
             "bytes_sent": get(&self.bytes_sent),
         })
     }
@@ -183,7 +195,16 @@ pub async fn live_extraction(
     counters: Arc<LiveCounters>,
     head_only: bool,
 ) -> Result<Response, ApiError> {
-    let selection = selection(&params.filter, params.syntax)?;
+    if head_only {
+        counters.head_requests.fetch_add(1, Ordering::Relaxed);
+    } else {
+        counters.started.fetch_add(1, Ordering::Relaxed);
+    }
+    let selection = selection(&params.filter, params.syntax).inspect_err(|_| {
+        if !head_only {
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    })?;
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let (coverage_tx, coverage_rx) = oneshot::channel::<Option<Coverage>>();
@@ -200,8 +221,9 @@ pub async fn live_extraction(
         }
     });
 
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    counters.started.fetch_add(1, Ordering::Relaxed);
+    if !head_only {
+        counters.active.fetch_add(1, Ordering::Relaxed);
+    }
     let task_counters = counters.clone();
     let window = params.window;
     let linktype = params.linktype;
@@ -234,32 +256,38 @@ pub async fn live_extraction(
             }
             result
         })();
-        let counter = match &result {
-            Ok(_) => &task_counters.completed,
-            Err(ExtractOutcomeError::Engine(Error::Cancelled)) if head_only => &task_counters.completed,
-            Err(ExtractOutcomeError::Engine(Error::Cancelled)) => &task_counters.cancelled,
-            Err(_) => &task_counters.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        task_counters.active.fetch_sub(1, Ordering::Relaxed);
+        if !head_only {
+            let counter = match &result {
+                Ok(_) => &task_counters.completed,
+                Err(ExtractOutcomeError::Engine(Error::Cancelled)) => &task_counters.cancelled,
+                Err(err) if is_request_error(err) => &task_counters.rejected,
+                Err(_) => &task_counters.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            task_counters.active.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Err(ExtractOutcomeError::Engine(Error::Cancelled)) = &result {
             if head_only {
                 tracing::debug!(ifid, "live extraction of a HEAD request stopped after the pcap header");
                 return result;
             }
-            tracing::info!(
-                ifid,
-                packets = control.packets(),
-                "live extraction stopped: the client closed the connection"
-            );
+            if task_counters.server_stopping.load(Ordering::Relaxed) {
+                tracing::info!(ifid, packets = control.packets(), "live extraction stopped: the server is stopping");
+            } else {
+                tracing::info!(
+                    ifid,
+                    packets = control.packets(),
+                    "live extraction stopped: the client closed the connection"
+                );
+            }
         }
-        if let Err(ExtractOutcomeError::Engine(err)) = &result {
+        if let Err(err) = &result {
             // An error before the pcap header becomes the response, and the
             // request's handler logs it. Past the header the status is already
             // sent, so the error is logged here and breaks the chunked body.
             // The client then sees a failed transfer rather than a short pcap.
-            let request_error = matches!(err, Error::Cancelled | Error::Filter(_) | Error::BpfCompile { .. });
-            if header_sent && !request_error {
+            let cancelled = matches!(err, ExtractOutcomeError::Engine(Error::Cancelled));
+            if header_sent && !cancelled && !is_request_error(err) {
                 tracing::warn!(ifid, "live extraction failed after the pcap header: {err}");
                 let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
             }
