@@ -440,11 +440,13 @@ fn empty_and_uncovered_windows() {
         400,
         "invalid_filter",
     );
+    expect_error(get(&server, "/api/v1/interfaces/7/pcap?begin=0&end=1800000000"), 404, "unknown_interface");
+    expect_error(get(&server, "/api/v1/interfaces/0/pcap?begin=0"), 400, "missing_parameter");
     let stats = wait_no_live_extraction(&server, "after the answers");
     let counted = ["started", "completed", "rejected", "failed"].map(|counter| stats[counter].as_u64());
     assert_eq!(
         counted,
-        [3, 1, 2, 0].map(Some),
+        [5, 1, 4, 0].map(Some),
         "the requests a client can correct are not counted as rejected: {stats}"
     );
 }
@@ -741,24 +743,30 @@ fn download_cut_off_by_a_stop_is_logged_as_the_servers() {
     let dir = data_dir_linking(large_data());
     with_user(dir.path());
     let mut server = Server::start(dir.path(), &[]);
-    let mut stream = open_stream(&server, "/api/v1/interfaces/0/pcap?begin=0&end=1800000000");
+    let path = "/api/v1/interfaces/0/pcap?begin=0&end=1800000000";
+    let [mut stalled, mut leaving] = [open_stream(&server, path), open_stream(&server, path)];
     let mut first = vec![0u8; 1024];
-    stream.read_exact(&mut first).expect("the first KB");
-    assert!(first.starts_with(b"HTTP/1.1 200"));
+    for stream in [&mut stalled, &mut leaving] {
+        stream.read_exact(&mut first).expect("the first KB");
+        assert!(first.starts_with(b"HTTP/1.1 200"));
+    }
     let pid = libc::pid_t::try_from(server.child.id()).expect("pid fits in pid_t");
     // SAFETY: kill(2) with the pid of a child this test started and has not reaped yet.
     let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(sent, 0, "kill({pid}, SIGTERM) failed: {}", std::io::Error::last_os_error());
+    // A client that leaves within the 5 s the server gives open downloads.
+    std::thread::sleep(Duration::from_secs(1));
+    close_with_reset(leaving);
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.child.try_wait().expect("poll pktvault serve").is_none() {
         assert!(Instant::now() < deadline, "pktvault serve did not stop within 30 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(stream);
+    drop(stalled);
     let stderr = server.stderr();
     assert!(stderr.contains("stopped with downloads still open"), "{stderr}");
-    assert!(stderr.contains("live extraction stopped: the server is stopping"), "{stderr}");
-    assert!(!stderr.contains("the client closed the connection"), "{stderr}");
+    assert_eq!(stderr.matches("live extraction stopped: the server is stopping").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("live extraction stopped: the client closed the connection").count(), 1, "{stderr}");
 }
 
 #[test]
@@ -1040,6 +1048,23 @@ fn wait_no_live_extraction(server: &Server, context: &str) -> Value {
     }
 }
 
+/// Closes `stream` with a reset, as a client that is killed does.
+fn close_with_reset(stream: TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: the descriptor is the open socket of `stream`, and `linger`
+    // is a valid option value of the size passed.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt SO_LINGER");
+}
+
 /// Opens a connection and sends a live-extraction request on it, leaving the
 /// response unread.
 fn open_stream(server: &Server, path: &str) -> TcpStream {
@@ -1065,21 +1090,7 @@ fn disconnecting_client_stops_extraction() {
     assert!(first.starts_with(b"HTTP/1.1 200"));
     // The first bytes arrive while the extraction still runs.
     assert_eq!(server_stats(&server)["active"], 1);
-    // Close with a reset, as a client that is killed does.
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: the descriptor is the open socket of `stream`, and `linger`
-    // is a valid option value of the size passed.
-    let set = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "setsockopt SO_LINGER");
-    drop(stream);
+    close_with_reset(stream);
     let stats = wait_no_live_extraction(&server, "after the client left");
     assert_eq!(stats["cancelled_by_client"], 1, "{stats}");
     let total = json(get(&server, "/api/v1/interfaces/0/status"))["disk_bytes"].as_u64().unwrap();
@@ -1100,8 +1111,11 @@ fn head_request_stops_after_headers() {
     assert_eq!(head.status().as_u16(), 200);
     assert_eq!(head.headers()["content-type"], "application/vnd.tcpdump.pcap");
     assert!(head.headers().contains_key("x-pktvault-coverage-begin"), "{:?}", head.headers());
-    let stats = wait_no_live_extraction(&server, "after the HEAD response");
-    assert_eq!(stats["head_requests"], 1, "{stats}");
+    let unknown = "/api/v1/interfaces/7/pcap?begin=0&end=1800000000";
+    let head = client().head(server.url(unknown)).basic_auth(USER, Some(PASSWORD)).send().unwrap();
+    assert_eq!(head.status().as_u16(), 404);
+    let stats = wait_no_live_extraction(&server, "after the HEAD responses");
+    assert_eq!(stats["head_requests"], 2, "{stats}");
     for counter in ["started", "completed", "cancelled_by_client", "rejected", "failed"] {
         assert_eq!(stats[counter], 0, "a HEAD request counted as an extraction: {stats}");
     }

@@ -117,10 +117,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!("{signal} received; stopping, open downloads get {} s to finish", SHUTDOWN_GRACE.as_secs());
         };
         serve_until(server, shutdown).await;
-        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
+    // Dropping the runtime ends the downloads still open, which log that.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -129,6 +130,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// such as systemd.
 async fn serve_until(server: BoundServer, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let live = server.live_counters();
     let serving = server.serve(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
@@ -138,7 +140,11 @@ async fn serve_until(server: BoundServer, shutdown: impl std::future::Future<Out
         _ = async {
             let _ = stopping_rx.await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("stopped with downloads still open after {} s", SHUTDOWN_GRACE.as_secs()),
+        } => {
+            // The open downloads end when the runtime drops their connections.
+            live.server_stopping.store(true, Ordering::Relaxed);
+            tracing::warn!("stopped with downloads still open after {} s", SHUTDOWN_GRACE.as_secs());
+        }
     }
 }
 

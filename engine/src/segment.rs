@@ -348,7 +348,7 @@ impl SegmentReader {
     fn record_outside(&self, reason: String) -> Error {
         match self.cut_at {
             Some(size) => self.damaged(format!(
-                "{reason}: the file ends at byte {size} but the index expects {} bytes, \
+                "{reason}: the file is {size} bytes long but the index expects {} bytes, \
                  so the file was cut short after it was indexed",
                 self.meta.file_bytes
             )),
@@ -421,7 +421,10 @@ impl SegmentReader {
                 }
             }
         }
-        self.cut_at = (filled < length).then_some(start + filled as u64);
+        // A read that starts past the cut returns nothing, so the size
+        // comes from the file itself.
+        self.cut_at = (filled < length)
+            .then(|| self.file.metadata().map_or(start + filled as u64, |meta| meta.len().min(start + filled as u64)));
         self.filled = filled;
         self.loaded = Some((group, last));
         self.cursor = (group * PACKETS_PER_GROUP, 0);

@@ -116,15 +116,17 @@ impl BoundServer {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Returns the counters of live extractions, which stay valid after
+    /// [`BoundServer::serve`] took the server.
+    pub fn live_counters(&self) -> Arc<LiveCounters> {
+        Arc::clone(&self.state.live)
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let state = self.state;
         tokio::spawn(Arc::clone(&state.jobs).run_scheduler());
-        let live = Arc::clone(&state.live);
-        let shutdown = async move {
-            shutdown.await;
-            live.server_stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-        };
+
         let filter = warp::any()
             .map(move || Arc::clone(&state))
             .and(warp::method())

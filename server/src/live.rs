@@ -47,20 +47,35 @@ pub struct LiveCounters {
     pub completed: AtomicU64,
     /// Stopped because the client went away.
     pub cancelled: AtomicU64,
-    /// Answered with a client error, such as a window without data or a
-    /// filter that does not parse.
+    /// Requests that got a 4xx status, such as for a window without data
+    /// or a filter that does not parse.
     pub rejected: AtomicU64,
-    /// Ended by a failure of the server, such as a damaged segment.
+    /// Extractions ended by a failure of the server, such as a damaged segment.
     pub failed: AtomicU64,
     pub head_requests: AtomicU64,
     pub bytes_sent: AtomicU64,
-    /// Set once the server stops taking requests; the downloads it then
-    /// ends are not the clients' doing.
+    /// Set when the server is about to close the connections of the
+    /// downloads still open, which then end by its doing, not the clients'.
     #[serde(skip)]
     pub server_stopping: AtomicBool,
 }
 
 impl LiveCounters {
+    /// Counts a request of a pcap route: a HEAD request, or an extraction
+    /// started.
+    pub fn count_request(&self, head_only: bool) {
+        let counter = if head_only { &self.head_requests } else { &self.started };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request answered with a 4xx status before its extraction
+    /// ran, such as one with an unknown interface or a bad parameter.
+    pub fn count_rejected(&self, head_only: bool) {
+        if !head_only {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> serde_json::Value {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         serde_json::json!({
@@ -195,16 +210,7 @@ pub async fn live_extraction(
     counters: Arc<LiveCounters>,
     head_only: bool,
 ) -> Result<Response, ApiError> {
-    if head_only {
-        counters.head_requests.fetch_add(1, Ordering::Relaxed);
-    } else {
-        counters.started.fetch_add(1, Ordering::Relaxed);
-    }
-    let selection = selection(&params.filter, params.syntax).inspect_err(|_| {
-        if !head_only {
-            counters.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-    })?;
+    let selection = selection(&params.filter, params.syntax).inspect_err(|_| counters.count_rejected(head_only))?;
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let (coverage_tx, coverage_rx) = oneshot::channel::<Option<Coverage>>();

@@ -217,7 +217,7 @@ fn paths_document() -> Value {
                 "get": { "summary": "This document.", "responses": { "200": json_ok("The OpenAPI document.", json!({ "type": "object" })), "401": error_response("Credentials are missing or wrong.") } }
             },
             "/api/v1/server": {
-                "get": { "summary": "Server counters: live extractions and jobs.", "responses": { "200": json_ok("Counters.", json!({ "type": "object" })), "401": error_response("Credentials are missing or wrong.") } }
+                "get": { "summary": "Server counters: live extractions and jobs.", "responses": { "200": json_ok("Counters.", server_counters()), "401": error_response("Credentials are missing or wrong.") } }
             },
             "/api/v1/interfaces": {
                 "get": { "summary": "The recorded interfaces with their status.", "responses": { "200": json_ok("The interfaces.", json!({ "type": "object" })), "401": error_response("Credentials are missing or wrong.") } }
@@ -285,6 +285,33 @@ fn paths_document() -> Value {
             },
             "/lua/rest/v2/get/pcap/live_extraction.lua": { "get": ntopng_live.clone(), "post": ntopng_live.clone() },
             "/lua/rest/get/pcap/live_extraction.lua": { "get": ntopng_live.clone(), "post": ntopng_live }
+        }
+    })
+}
+
+/// The schema of `GET /api/v1/server`.
+fn server_counters() -> Value {
+    let count = |description: &str| json!({ "type": "integer", "minimum": 0, "description": description });
+    json!({
+        "type": "object",
+        "properties": {
+            "version": { "type": "string" },
+            "uptime_secs": { "type": "integer", "minimum": 0 },
+            "live_extractions": {
+                "type": "object",
+                "description": "Requests of the pcap routes that passed authentication, since the server started.",
+                "properties": {
+                    "started": count("Extractions requested with GET or POST."),
+                    "active": count("Extractions running now."),
+                    "completed": count("Extractions whose whole pcap was sent."),
+                    "cancelled_by_client": count("Extractions stopped because the client closed the connection."),
+                    "rejected": count("Requests answered with a 4xx status: unknown interface, bad parameter, window without data, filter that does not parse."),
+                    "failed": count("Extractions ended by a failure of the server, such as a damaged segment."),
+                    "bytes_sent": count("Bytes handed to the connections; a client that left received less."),
+                    "head_requests": count("HEAD requests, which extract nothing and count in no other field.")
+                }
+            },
+            "jobs": { "type": "object" }
         }
     })
 }

@@ -19,7 +19,9 @@ use crate::auth::Credentials;
 use crate::error::{json_response, ApiError};
 use crate::jobs::status_name;
 use crate::live::{live_extraction, ChunkStream};
-use crate::params::{extraction_params, parse_ifid, parse_job_id, ExtractionNames, Params, NATIVE_NAMES, NTOPNG_NAMES};
+use crate::params::{
+    extraction_params, parse_ifid, parse_job_id, ExtractionParams, Params, NATIVE_NAMES, NTOPNG_NAMES,
+};
 use crate::AppState;
 
 /// Largest request body accepted.
@@ -245,21 +247,19 @@ async fn dispatch(state: &Arc<AppState>, request: &mut Request) -> Result<Respon
                 blocking(move || interface_status(&data_dir, ifid).map_err(crate::extraction::engine_error)).await?;
             Ok(json_response(StatusCode::OK, &serde_json::to_value(status).expect("serializes")))
         }
-        Action::LivePcap => {
-            let ifid = known_ifid(state, capture(0))?;
-            let params = request.params()?;
-            params.only(&["begin", "end", "filter", "filter_syntax", "linktype"], &[])?;
-            live(state, ifid, &params, &NATIVE_NAMES, request.method == Method::HEAD).await
-        }
-        Action::NtopngLivePcap => {
-            let params = request.params()?;
-            params.only(
-                &["ifid", "epoch_begin", "epoch_end", "bpf_filter", "filter_syntax", "linktype"],
-                &["csrf", "timeline_path"],
-            )?;
-            let ifid =
-                known_ifid(state, params.required("ifid", "the interface id, as listed by GET /api/v1/interfaces")?)?;
-            live(state, ifid, &params, &NTOPNG_NAMES, request.method == Method::HEAD).await
+        Action::LivePcap | Action::NtopngLivePcap => {
+            let head_only = request.method == Method::HEAD;
+            state.live.count_request(head_only);
+            let ifid_in_path = (route.action == Action::LivePcap).then(|| capture(0));
+            match live_request(state, request, ifid_in_path) {
+                Ok((ifid, extraction)) => {
+                    live_extraction(state.stores.clone(), ifid, extraction, state.live.clone(), head_only).await
+                }
+                Err(err) => {
+                    state.live.count_rejected(head_only);
+                    Err(err)
+                }
+            }
         }
         Action::CreateJob => {
             let ifid = known_ifid(state, capture(0))?;
@@ -348,15 +348,30 @@ fn known_ifid(state: &AppState, text: &str) -> Result<u32, ApiError> {
     Err(ApiError::not_found("unknown_interface", format!("interface {ifid} has no recorded data; {listed}")))
 }
 
-async fn live(
-    state: &Arc<AppState>,
-    ifid: u32,
-    params: &Params,
-    names: &ExtractionNames,
-    head_only: bool,
-) -> Result<Response, ApiError> {
-    let extraction = extraction_params(params, names)?;
-    live_extraction(state.stores.clone(), ifid, extraction, state.live.clone(), head_only).await
+/// Reads the interface and the parameters of a live extraction: from the
+/// path and the native parameters, or, without `ifid_in_path`, from
+/// ntopng's parameters.
+fn live_request(
+    state: &AppState,
+    request: &Request,
+    ifid_in_path: Option<&str>,
+) -> Result<(u32, ExtractionParams), ApiError> {
+    let params = request.params()?;
+    let (ifid, names) = match ifid_in_path {
+        Some(ifid) => {
+            params.only(&["begin", "end", "filter", "filter_syntax", "linktype"], &[])?;
+            (known_ifid(state, ifid)?, &NATIVE_NAMES)
+        }
+        None => {
+            params.only(
+                &["ifid", "epoch_begin", "epoch_end", "bpf_filter", "filter_syntax", "linktype"],
+                &["csrf", "timeline_path"],
+            )?;
+            let ifid = params.required("ifid", "the interface id, as listed by GET /api/v1/interfaces")?;
+            (known_ifid(state, ifid)?, &NTOPNG_NAMES)
+        }
+    };
+    Ok((ifid, extraction_params(&params, names)?))
 }
 
 async fn interfaces(state: &Arc<AppState>) -> Result<Response, ApiError> {
