@@ -203,6 +203,8 @@ impl futures_util::Stream for ChunkStream {
 ///
 /// With `head_only`, for a HEAD request, the extraction stops at the pcap
 /// header: the response has the status and headers of a GET, and no body.
+/// The caller counts the request first, with [`LiveCounters::count_request`];
+/// this function counts how it ends.
 pub async fn live_extraction(
     stores: Arc<Stores>,
     ifid: u32,
