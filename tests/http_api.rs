@@ -716,22 +716,32 @@ fn serve_refuses_a_non_loopback_address_without_users() {
     assert!(stderr.contains("pktvault user add"), "{stderr}");
 }
 
-#[test]
-fn serve_logs_its_stop_on_sigterm() {
-    let dir = data_dir_linking(tls_data());
-    let mut server = Server::start(dir.path(), &[]);
+/// Sends SIGTERM to the server's process.
+fn terminate(server: &Server) {
     let pid = libc::pid_t::try_from(server.child.id()).expect("pid fits in pid_t");
     // SAFETY: kill(2) with the pid of a child this test started and has not reaped yet.
     let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(sent, 0, "kill({pid}, SIGTERM) failed: {}", std::io::Error::last_os_error());
+}
+
+/// Waits up to 30 s for the server's process to exit and returns its status.
+fn wait_for_exit(server: &mut Server) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
+    loop {
         if let Some(status) = server.child.try_wait().expect("poll pktvault serve") {
-            break status;
+            return status;
         }
         assert!(Instant::now() < deadline, "pktvault serve did not stop within 30 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+#[test]
+fn serve_logs_its_stop_on_sigterm() {
+    let dir = data_dir_linking(tls_data());
+    let mut server = Server::start(dir.path(), &[]);
+    terminate(&server);
+    let status = wait_for_exit(&mut server);
     assert!(status.success(), "pktvault serve exited with {status}");
     let stderr = server.stderr();
     assert!(stderr.contains("SIGTERM received; stopping"), "{stderr}");
@@ -739,7 +749,7 @@ fn serve_logs_its_stop_on_sigterm() {
 }
 
 #[test]
-fn download_cut_off_by_a_stop_is_logged_as_the_servers() {
+fn serve_stop_logs_cut_downloads() {
     let dir = data_dir_linking(large_data());
     with_user(dir.path());
     let mut server = Server::start(dir.path(), &[]);
@@ -750,18 +760,12 @@ fn download_cut_off_by_a_stop_is_logged_as_the_servers() {
         stream.read_exact(&mut first).expect("the first KB");
         assert!(first.starts_with(b"HTTP/1.1 200"));
     }
-    let pid = libc::pid_t::try_from(server.child.id()).expect("pid fits in pid_t");
-    // SAFETY: kill(2) with the pid of a child this test started and has not reaped yet.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0, "kill({pid}, SIGTERM) failed: {}", std::io::Error::last_os_error());
+    terminate(&server);
+
     // A client that leaves within the 5 s the server gives open downloads.
     std::thread::sleep(Duration::from_secs(1));
     close_with_reset(leaving);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.child.try_wait().expect("poll pktvault serve").is_none() {
-        assert!(Instant::now() < deadline, "pktvault serve did not stop within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_exit(&mut server);
     drop(stalled);
     let stderr = server.stderr();
     assert!(stderr.contains("stopped with downloads still open"), "{stderr}");

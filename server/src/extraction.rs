@@ -54,8 +54,9 @@ pub fn engine_error(err: Error) -> ApiError {
     }
 }
 
-/// Returns whether `err` is a request the client can correct, answered with
-/// a 4xx status by [`outcome_error`], rather than a failure of the server.
+/// Returns whether `err` is an error in the request, which the client can
+/// correct and [`outcome_error`] maps to a 4xx status, rather than a
+/// failure of the server.
 pub fn is_request_error(err: &ExtractOutcomeError) -> bool {
     match err {
         ExtractOutcomeError::Empty(_) => true,

@@ -68,8 +68,8 @@ impl LiveCounters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request answered with a 4xx status before its extraction
-    /// ran, such as one with an unknown interface or a bad parameter.
+    /// Counts a request that got a 4xx status before its extraction ran,
+    /// such as one with an unknown interface or a bad parameter.
     pub fn count_rejected(&self, head_only: bool) {
         if !head_only {
             self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -203,8 +203,8 @@ impl futures_util::Stream for ChunkStream {
 ///
 /// With `head_only`, for a HEAD request, the extraction stops at the pcap
 /// header: the response has the status and headers of a GET, and no body.
-/// The caller counts the request first, with [`LiveCounters::count_request`];
-/// this function counts how it ends.
+/// The caller counts the request first, with [`LiveCounters::count_request`],
+/// and this function counts how it ends.
 pub async fn live_extraction(
     stores: Arc<Stores>,
     ifid: u32,

@@ -289,7 +289,7 @@ fn paths_document() -> Value {
     })
 }
 
-/// The schema of `GET /api/v1/server`.
+/// Returns the schema of the answer to `GET /api/v1/server`.
 fn server_counters() -> Value {
     let count = |description: &str| json!({ "type": "integer", "minimum": 0, "description": description });
     json!({
